@@ -1,0 +1,6 @@
+/* TODO: not yet probed */
+#include "probe.h"
+
+void probe_arch_x86_xen_x86_64(void)
+{
+}

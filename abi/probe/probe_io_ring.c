@@ -1,0 +1,6 @@
+/* TODO: not yet probed */
+#include "probe.h"
+
+void probe_io_ring(void)
+{
+}
