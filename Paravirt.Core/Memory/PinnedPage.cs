@@ -1,0 +1,64 @@
+using System.Runtime.CompilerServices;
+
+namespace Paravirt.Core.Memory;
+
+/// <summary>
+/// A machine frame held for as long as the hypervisor keeps a standing view of it: the
+/// domain's shared_info page, a vCPU's registered vcpu_info, a FIFO control block. Holding the
+/// reference is what Xen does with get_page on registration; it keeps the frame from being freed
+/// or reused under the view until <see cref="Dispose"/>.
+/// </summary>
+public sealed unsafe class PinnedPage : IDisposable
+{
+    private readonly FrameTable _frames;
+    private byte* _page;
+
+    private PinnedPage(FrameTable frames, ulong mfn)
+    {
+        _frames = frames;
+        Mfn = mfn;
+        _page = frames.Memory.FramePointer(mfn);
+    }
+
+    public ulong Mfn { get; }
+
+    /// <summary>Pins a frame owned by <paramref name="owner"/>, or returns null if it is not.</summary>
+    public static PinnedPage? TryPin(FrameTable frames, ulong mfn, ushort owner) =>
+        frames.TryGet(mfn, owner) ? new PinnedPage(frames, mfn) : null;
+
+    /// <summary>
+    /// A reference to a <typeparamref name="T"/> at <paramref name="offset"/> in the page. The
+    /// other side may change it at any moment: copy it out before you check it.
+    /// </summary>
+    public ref T At<T>(int offset)
+        where T : unmanaged
+    {
+        ObjectDisposedException.ThrowIf(_page is null, this);
+        if ((uint)offset > (uint)(MachineMemory.PageSize - sizeof(T)))
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), offset, $"a {typeof(T).Name} of {sizeof(T)} bytes does not fit in the page there");
+        }
+
+        // SAFETY: the frame is referenced for this object's lifetime and offset + sizeof(T) <= 4096.
+        return ref Unsafe.AsRef<T>(_page + offset);
+    }
+
+    /// <summary>The whole page as bytes.</summary>
+    public Span<byte> Bytes
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_page is null, this);
+            return new Span<byte>(_page, MachineMemory.PageSize);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_page is not null)
+        {
+            _page = null;
+            _frames.Put(Mfn);
+        }
+    }
+}
