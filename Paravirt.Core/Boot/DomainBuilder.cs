@@ -1,0 +1,156 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Paravirt.Core.Abi;
+using Paravirt.Core.Domains;
+using Paravirt.Core.Memory;
+
+namespace Paravirt.Core.Boot;
+
+/// <summary>
+/// Builds a managed domain the way Xen's PV domain builder does, minus the kernel image:
+/// allocates its RAM, gives it a shared_info page, and writes <c>start_info</c>, the xenstore and
+/// console pages and the initial P→M list into its memory.
+/// <code>
+/// pfn 0              left empty (a null page)
+/// pfn 1              start_info            (vCPU 0 gets its address in rsi)
+/// pfn 2              xenstore ring page    (start_info.store_mfn)
+/// pfn 3              console ring page     (start_info.console.domU.mfn)
+/// pfn 4 .. 4+k-1     P→M list, one 8-byte MFN per pfn (start_info.mfn_list)
+/// pfn 4+k ..         free for the guest    (start_info.pt_base: no page tables, unpaged)
+/// </code>
+/// A managed guest runs unpaged, so its virtual addresses are its pseudo-physical ones.
+/// </summary>
+internal static class DomainBuilder
+{
+    public const ulong StartInfoPfn = 1;
+    public const ulong XenstorePfn = 2;
+    public const ulong ConsolePfn = 3;
+    public const ulong P2mPfn = 4;
+
+    /// <summary>The magic at the head of start_info for a 64-bit PV guest.</summary>
+    public const string Magic = "xen-3.0-x86_64";
+
+    private static readonly int VcpuInfoSize = Marshal.SizeOf<vcpu_info>();
+
+    public static void Build(Domain domain)
+    {
+        var nrPages = (long)domain.Config.MemoryMiB * 256;
+        var p2mFrames = (nrPages * 8 + MachineMemory.PageSize - 1) / MachineMemory.PageSize;
+        if (P2mPfn + (ulong)p2mFrames + 1 > (ulong)nrPages)
+        {
+            throw new ArgumentException($"domain '{domain.Name}': {domain.Config.MemoryMiB} MiB is too small for the boot layout");
+        }
+
+        AllocateRam(domain, nrPages);
+        SetUpSharedInfo(domain);
+        WriteP2mList(domain, nrPages);
+        WriteStartInfo(domain, nrPages, p2mFrames);
+    }
+
+    private static void AllocateRam(Domain domain, long nrPages)
+    {
+        var frames = domain.Hypervisor.Frames;
+        for (var pfn = 0L; pfn < nrPages; pfn++)
+        {
+            if (!domain.TryAllocateRam(out var mfn))
+            {
+                throw new InvalidOperationException($"domain '{domain.Name}': out of machine memory after {pfn} of {nrPages} pages");
+            }
+
+            domain.PhysMap.Set((ulong)pfn, mfn, P2mType.Ram);
+            frames.SetMachineToPhys(mfn, (ulong)pfn);
+        }
+    }
+
+    private static void SetUpSharedInfo(Domain domain)
+    {
+        var frames = domain.Hypervisor.Frames;
+        if (!frames.TryAllocate(domain.Id, out var mfn))
+        {
+            throw new InvalidOperationException($"domain '{domain.Name}': no machine frame left for shared_info");
+        }
+
+        var page = PinnedPage.TryPin(frames, mfn, domain.Id)
+            ?? throw new InvalidOperationException("a frame just allocated could not be pinned");
+        domain.SharedInfo = page;
+
+        // Every vCPU starts with events masked (Xen's vcpu_create), and its vcpu_info in the legacy slot.
+        foreach (var v in domain.Vcpus)
+        {
+            if (v.Id < Xen.XEN_LEGACY_MAX_VCPUS)
+            {
+                v.UseLegacyVcpuInfo(page, v.Id * VcpuInfoSize);
+                v.Info.evtchn_upcall_mask = 1;
+                v.UpdateTimeInfo();
+            }
+        }
+
+        WriteWallclock(domain);
+    }
+
+    /// <summary>The wallclock at system time zero, with the wc_version protocol (odd while updating).</summary>
+    internal static void WriteWallclock(Domain domain)
+    {
+        ref var s = ref domain.SharedInfo!.At<shared_info>(0);
+        var clock = domain.Hypervisor.Clock;
+        var v = Volatile.Read(ref s.wc_version) & ~1u;
+        Volatile.Write(ref s.wc_version, v + 1);
+        s.wc_sec = (uint)clock.BootWallclockSec;
+        s.wc_sec_hi = (uint)(clock.BootWallclockSec >> 32);
+        s.wc_nsec = clock.BootWallclockNsec;
+        Volatile.Write(ref s.wc_version, v + 2);
+    }
+
+    private static void WriteP2mList(Domain domain, long nrPages)
+    {
+        Span<ulong> chunk = stackalloc ulong[512];
+        for (var pfn = 0L; pfn < nrPages; pfn += chunk.Length)
+        {
+            var n = (int)Math.Min(chunk.Length, nrPages - pfn);
+            for (var i = 0; i < n; i++)
+            {
+                domain.PhysMap.TryLookup((ulong)(pfn + i), out chunk[i], out _);
+            }
+
+            var address = (P2mPfn << MachineMemory.PageShift) + (ulong)pfn * 8;
+            if (!domain.Memory.TryWrite(address, MemoryMarshal.AsBytes(chunk[..n])))
+            {
+                throw new InvalidOperationException("the P→M list does not fit in the domain's memory");
+            }
+        }
+    }
+
+    private static unsafe void WriteStartInfo(Domain domain, long nrPages, long p2mFrames)
+    {
+        var si = default(start_info);
+        Encoding.ASCII.GetBytes(Magic, new Span<byte>(si.magic, 32));
+        si.nr_pages = (ulong)nrPages;
+        si.shared_info = domain.SharedInfo!.Mfn << MachineMemory.PageShift;
+        si.flags = 0;
+        si.store_mfn = MfnOf(domain, XenstorePfn);
+        si.store_evtchn = 0;
+        si.console.domU.mfn = MfnOf(domain, ConsolePfn);
+        si.console.domU.evtchn = 0;
+        si.pt_base = (P2mPfn + (ulong)p2mFrames) << MachineMemory.PageShift;
+        si.nr_pt_frames = 0;
+        si.mfn_list = P2mPfn << MachineMemory.PageShift;
+        si.mod_start = 0;
+        si.mod_len = 0;
+        var cmd = Encoding.UTF8.GetBytes(domain.Config.CommandLine);
+        cmd.CopyTo(new Span<byte>(si.cmd_line, Xen.MAX_GUEST_CMDLINE));
+        si.first_p2m_pfn = P2mPfn;
+        si.nr_p2m_frames = (ulong)p2mFrames;
+
+        domain.StartInfoAddress = StartInfoPfn << MachineMemory.PageShift;
+        if (!domain.Memory.TryWrite(domain.StartInfoAddress, si))
+        {
+            throw new InvalidOperationException("start_info does not fit in the domain's memory");
+        }
+    }
+
+    private static ulong MfnOf(Domain domain, ulong pfn)
+    {
+        domain.PhysMap.TryLookup(pfn, out var mfn, out _);
+        return mfn;
+    }
+}

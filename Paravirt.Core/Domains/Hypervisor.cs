@@ -1,0 +1,218 @@
+using Paravirt.Core.Boot;
+using Paravirt.Core.Hypercalls;
+using Paravirt.Core.Memory;
+using Paravirt.Core.Time;
+
+namespace Paravirt.Core.Domains;
+
+/// <summary>Options of one hypervisor instance.</summary>
+public sealed record HypervisorOptions
+{
+    /// <summary>Machine memory shared by all domains, in MiB.</summary>
+    public int MemoryMiB { get; init; } = 1024;
+
+    /// <summary>The most domains alive at once.</summary>
+    public int MaxDomains { get; init; } = 4096;
+
+    /// <summary>
+    /// Hide build details from guests as a release build of Xen 4.17 does (XSM's default
+    /// policy): extraversion, compile info, capabilities, changeset and command line read as
+    /// empty strings and <c>XENVER_build_id</c> fails with -EPERM. Off by default, like a debug
+    /// build, so guests see what they are running on.
+    /// </summary>
+    public bool HideVersionDetails { get; init; }
+
+    /// <summary>The hypervisor's own command line, as <c>XENVER_commandline</c> reports it.</summary>
+    public string CommandLine { get; init; } = "";
+
+    /// <summary>Source of the wallclock written to shared_info (tests pin it).</summary>
+    public TimeProvider? Wallclock { get; init; }
+}
+
+/// <summary>
+/// The root object: machine memory, the hypercall table, the clock and every domain. Several may
+/// live in one process; nothing is global.
+/// </summary>
+public sealed class Hypervisor : IDisposable
+{
+    /// <summary>Xen's version as guests see it.</summary>
+    public const int MajorVersion = 4;
+    public const int MinorVersion = 17;
+    public const string ExtraVersion = ".0-paravirt";
+
+    /// <summary>What guests are offered (XENVER_capabilities): 64-bit x86 PV.</summary>
+    public const string Capabilities = "xen-3.0-x86_64";
+
+    private readonly Lock _domainsLock = new();
+    private readonly Dictionary<ushort, Domain> _domains = new();
+    private ushort _nextDomid = 1;
+    private bool _disposed;
+
+    public Hypervisor(HypervisorOptions? options = null)
+    {
+        Options = options ?? new HypervisorOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(Options.MemoryMiB, 1, nameof(HypervisorOptions.MemoryMiB));
+        Machine = new MachineMemory((long)Options.MemoryMiB * 256);
+        Frames = new FrameTable(Machine);
+        Clock = new Clock(Options.Wallclock);
+        Timers = new TimerService(Clock);
+        Hypercalls = HypercallTable.CreateDefault();
+    }
+
+    public HypervisorOptions Options { get; }
+
+    public string Version => $"{MajorVersion}.{MinorVersion}{ExtraVersion}";
+
+    public HypercallTable Hypercalls { get; }
+
+    public Clock Clock { get; }
+
+    /// <summary>Machine frames not held by any domain or the hypervisor.</summary>
+    public long FreeFrames => Frames.FreeFrames;
+
+    public long TotalFrames => Frames.TotalFrames;
+
+    public IReadOnlyList<Domain> Domains
+    {
+        get
+        {
+            lock (_domainsLock)
+            {
+                return [.. _domains.Values.OrderBy(d => d.Id)];
+            }
+        }
+    }
+
+    internal MachineMemory Machine { get; }
+
+    internal FrameTable Frames { get; }
+
+    internal TimerService Timers { get; }
+
+    /// <summary>Creates and builds a domain (memory allocated, start_info written); <see cref="Domain.Start"/> runs it.</summary>
+    public Domain CreateDomain(DomainConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Validate(config);
+        Domain domain;
+        lock (_domainsLock)
+        {
+            if (_domains.Count >= Options.MaxDomains)
+            {
+                throw new InvalidOperationException($"cannot create domain '{config.Name}': {_domains.Count} domains exist and the limit is {Options.MaxDomains}");
+            }
+
+            if (_domains.Values.Any(d => d.Name == config.Name))
+            {
+                throw new ArgumentException($"a domain named '{config.Name}' already exists; names must be unique", nameof(config));
+            }
+
+            domain = new Domain(this, AllocateDomid(), config);
+            _domains.Add(domain.Id, domain);
+        }
+
+        try
+        {
+            DomainBuilder.Build(domain);
+        }
+        catch
+        {
+            domain.Destroy();
+            throw;
+        }
+
+        return domain;
+    }
+
+    public Domain? FindDomain(ushort domid)
+    {
+        lock (_domainsLock)
+        {
+            return _domains.GetValueOrDefault(domid);
+        }
+    }
+
+    public Domain? FindDomain(string name)
+    {
+        lock (_domainsLock)
+        {
+            return _domains.Values.FirstOrDefault(d => d.Name == name);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        foreach (var d in Domains)
+        {
+            d.Destroy();
+        }
+
+        _disposed = true;
+        Timers.Dispose();
+        Machine.Dispose();
+    }
+
+    internal void Remove(Domain domain)
+    {
+        lock (_domainsLock)
+        {
+            _domains.Remove(domain.Id);
+        }
+    }
+
+    private void Validate(DomainConfig config)
+    {
+        if (string.IsNullOrWhiteSpace(config.Name))
+        {
+            throw new ArgumentException("a domain needs a non-empty name", nameof(config));
+        }
+
+        if (config.MemoryMiB < 1)
+        {
+            throw new ArgumentException($"domain '{config.Name}': memory must be at least 1 MiB, not {config.MemoryMiB}", nameof(config));
+        }
+
+        if (config.MaxMemoryMiB is { } max && max < config.MemoryMiB)
+        {
+            throw new ArgumentException($"domain '{config.Name}': maxmem {max} MiB is below memory {config.MemoryMiB} MiB", nameof(config));
+        }
+
+        if (config.Vcpus < 1 || config.Vcpus > config.Limits.MaxVcpus)
+        {
+            throw new ArgumentException($"domain '{config.Name}': vcpus must be 1 to {config.Limits.MaxVcpus}, not {config.Vcpus}", nameof(config));
+        }
+
+        if (System.Text.Encoding.UTF8.GetByteCount(config.CommandLine) >= Abi.Xen.MAX_GUEST_CMDLINE)
+        {
+            throw new ArgumentException($"domain '{config.Name}': the command line must be shorter than {Abi.Xen.MAX_GUEST_CMDLINE} bytes", nameof(config));
+        }
+
+        var need = (long)config.MemoryMiB * 256 + 1;
+        if (need > Frames.FreeFrames)
+        {
+            throw new InvalidOperationException($"cannot create domain '{config.Name}': it needs {need} frames and the host has {Frames.FreeFrames} free");
+        }
+    }
+
+    private ushort AllocateDomid()
+    {
+        // Domain ids 1..DOMID_FIRST_RESERVED-1; 0 is the host. Reuse is avoided until wrap-around, as Xen does.
+        for (var tries = 0; tries < Abi.Xen.DOMID_FIRST_RESERVED; tries++)
+        {
+            var id = _nextDomid;
+            _nextDomid = (ushort)(id + 1 >= Abi.Xen.DOMID_FIRST_RESERVED ? 1 : id + 1);
+            if (!_domains.ContainsKey(id))
+            {
+                return id;
+            }
+        }
+
+        throw new InvalidOperationException("no free domain id");
+    }
+}

@@ -1,0 +1,95 @@
+using System.Reflection;
+using Paravirt.Core.Abi;
+using Paravirt.Core.Domains;
+
+namespace Paravirt.Core.Hypercalls;
+
+/// <summary>A hypercall handler: arguments as the guest left them in rdi, rsi, rdx, r10, r8; a result for rax.</summary>
+internal delegate long HypercallHandler(Vcpu vcpu, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5);
+
+/// <summary>One slot of the hypercall table, for display.</summary>
+public sealed record HypercallEntry(int Number, string Name, bool Implemented);
+
+/// <summary>
+/// The hypercall table: number → handler. Handlers are thin: copy arguments out of guest memory
+/// once, validate the copy, call a mechanism, write results back, and return a Xen errno on
+/// failure. An empty slot answers <c>-ENOSYS</c>, as Xen does for a hypercall it does not have.
+/// </summary>
+public sealed class HypercallTable
+{
+    /// <summary>Xen's NR_hypercalls.</summary>
+    public const int Size = 64;
+
+    private static readonly string[] XenNames = LoadNames();
+    private readonly HypercallHandler?[] _handlers = new HypercallHandler?[Size];
+
+    internal HypercallTable()
+    {
+    }
+
+    public IReadOnlyList<HypercallEntry> Entries =>
+        [.. Enumerable.Range(0, Size).Where(n => XenNames[n] is not null || _handlers[n] is not null)
+            .Select(n => new HypercallEntry(n, XenNames[n] ?? $"#{n}", _handlers[n] is not null))];
+
+    public bool IsImplemented(int nr) => (uint)nr < Size && _handlers[nr] is not null;
+
+    /// <summary>The table with every hypercall Paravirt implements.</summary>
+    internal static HypercallTable CreateDefault()
+    {
+        var t = new HypercallTable();
+        t.Register(Xen.__HYPERVISOR_xen_version, XenVersionOp.Handle);
+        t.Register(Xen.__HYPERVISOR_console_io, ConsoleIoOp.Handle);
+        t.Register(Xen.__HYPERVISOR_sched_op, SchedOp.Handle);
+        t.Register(Xen.__HYPERVISOR_multicall, MulticallOp.Handle);
+        return t;
+    }
+
+    internal void Register(int nr, HypercallHandler handler)
+    {
+        if ((uint)nr >= Size)
+        {
+            throw new ArgumentOutOfRangeException(nameof(nr), nr, $"hypercall numbers run from 0 to {Size - 1}");
+        }
+
+        _handlers[nr] = handler;
+    }
+
+    /// <summary>Runs hypercall <paramref name="nr"/> for <paramref name="vcpu"/>.</summary>
+    internal long Dispatch(Vcpu vcpu, ulong nr, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5)
+    {
+        vcpu.Domain.Meter.CountHypercall(nr);
+        if (nr >= Size || _handlers[nr] is not { } handler)
+        {
+            return -(long)Errno.ENOSYS;
+        }
+
+        return handler(vcpu, a1, a2, a3, a4, a5);
+    }
+
+    /// <summary>Xen's names for hypercall numbers, from the ABI's <c>__HYPERVISOR_*</c> constants.</summary>
+    private static string[] LoadNames()
+    {
+        var names = new string[Size];
+        foreach (var f in typeof(Xen).GetFields(BindingFlags.Public | BindingFlags.Static))
+        {
+            if (f.IsLiteral && f.Name.StartsWith("__HYPERVISOR_", StringComparison.Ordinal) && f.GetRawConstantValue() is int n && (uint)n < Size)
+            {
+                var name = f.Name["__HYPERVISOR_".Length..];
+                if (names[n] is null || !name.EndsWith("_compat", StringComparison.Ordinal))
+                {
+                    names[n] = name;
+                }
+            }
+        }
+
+        return names;
+    }
+}
+
+/// <summary>Guest errno results.</summary>
+internal static class Result
+{
+    public const long Ok = 0;
+
+    public static long Err(Errno e) => -(long)e;
+}
