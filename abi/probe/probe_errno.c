@@ -1,6 +1,60 @@
-/* TODO: not yet probed */
+/* xen/errno.h: the default include gives enum xen_errno with XEN_-prefixed values. */
 #include "probe.h"
+
+#include <xen/errno.h>
 
 void probe_errno(void)
 {
+    probe_header("errno.h");
+
+    /* XEN_EINTR (4) and XEN_ERESTART (85) exist only under __XEN__: never seen by guests. */
+    CONST(XEN_EPERM);
+    CONST(XEN_ENOENT);
+    CONST(XEN_ESRCH);
+    CONST(XEN_EIO);
+    CONST(XEN_ENXIO);
+    CONST(XEN_E2BIG);
+    CONST(XEN_ENOEXEC);
+    CONST(XEN_EBADF);
+    CONST(XEN_ECHILD);
+    CONST(XEN_EAGAIN);
+    CONST(XEN_EWOULDBLOCK);
+    CONST(XEN_ENOMEM);
+    CONST(XEN_EACCES);
+    CONST(XEN_EFAULT);
+    CONST(XEN_EBUSY);
+    CONST(XEN_EEXIST);
+    CONST(XEN_EXDEV);
+    CONST(XEN_ENODEV);
+    CONST(XEN_ENOTDIR);
+    CONST(XEN_EISDIR);
+    CONST(XEN_EINVAL);
+    CONST(XEN_ENFILE);
+    CONST(XEN_EMFILE);
+    CONST(XEN_ENOSPC);
+    CONST(XEN_EROFS);
+    CONST(XEN_EMLINK);
+    CONST(XEN_EDOM);
+    CONST(XEN_ERANGE);
+    CONST(XEN_EDEADLK);
+    CONST(XEN_EDEADLOCK);
+    CONST(XEN_ENAMETOOLONG);
+    CONST(XEN_ENOLCK);
+    CONST(XEN_ENOSYS);
+    CONST(XEN_ENOTEMPTY);
+    CONST(XEN_ENODATA);
+    CONST(XEN_ETIME);
+    CONST(XEN_EBADMSG);
+    CONST(XEN_EOVERFLOW);
+    CONST(XEN_EILSEQ);
+    CONST(XEN_ENOTSOCK);
+    CONST(XEN_EMSGSIZE);
+    CONST(XEN_EOPNOTSUPP);
+    CONST(XEN_EADDRINUSE);
+    CONST(XEN_EADDRNOTAVAIL);
+    CONST(XEN_ENOBUFS);
+    CONST(XEN_EISCONN);
+    CONST(XEN_ENOTCONN);
+    CONST(XEN_ETIMEDOUT);
+    CONST(XEN_ECONNREFUSED);
 }
