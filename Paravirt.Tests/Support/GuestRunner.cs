@@ -78,3 +78,9 @@ public sealed class GuestContext(IGuestCpu cpu, ulong startInfo)
 
     internal static ulong ScratchBase(IGuestCpu cpu, ulong startInfo) => cpu.Memory.Read<start_info>(startInfo).pt_base;
 }
+
+/// <summary>A kernel whose Main is a delegate.</summary>
+public sealed class DelegateKernel(Action<IGuestCpu, ulong> main) : ManagedKernel
+{
+    public override void Main(IGuestCpu cpu, ulong startInfo) => main(cpu, startInfo);
+}
