@@ -7,7 +7,7 @@ namespace Paravirt.Core.Abi;
 // Checked against abi/xen-4.17-x86_64.json.
 
 /// <summary>Constants of <c>xen/memory.h</c>: <c>XENMEM_*</c> sub-ops, <c>XENMEMF_*</c> flags, map spaces, resources.</summary>
-public static class Memory
+public static class XenMem
 {
     // HYPERVISOR_memory_op(cmd, arg), in number order.
     /// <summary>arg: <see cref="xen_memory_reservation"/>; returns the number of extents done.</summary>

@@ -5,7 +5,7 @@ namespace Paravirt.Core.Abi;
 // Mirrors xen/vcpu.h (Xen 4.17). Checked against abi/xen-4.17-x86_64.json.
 
 /// <summary>Constants of <c>xen/vcpu.h</c>: <c>VCPUOP_*</c> commands, runstates, timer flags.</summary>
-public static class Vcpu
+public static class VcpuOp
 {
     // HYPERVISOR_vcpu_op(cmd, vcpuid, extra_args).
     /// <summary>Initialise a vCPU once. arg: <c>vcpu_guest_context</c> (PV).</summary>

@@ -77,7 +77,7 @@ internal static class DomainBuilder
         // Every vCPU starts with events masked (Xen's vcpu_create), and its vcpu_info in the legacy slot.
         foreach (var v in domain.Vcpus)
         {
-            if (v.Id < Xen.XEN_LEGACY_MAX_VCPUS)
+            if (v.Id < ArchX86.XEN_LEGACY_MAX_VCPUS)
             {
                 v.UseLegacyVcpuInfo(page, v.Id * VcpuInfoSize);
                 v.Info.evtchn_upcall_mask = 1;

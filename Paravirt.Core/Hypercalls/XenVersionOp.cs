@@ -63,7 +63,7 @@ internal static class XenVersionOp
             case XenVersion.XENVER_commandline:
                 return deny
                     ? CopyString(vcpu, arg, "", 1)
-                    : CopyString(vcpu, arg, hv.Options.CommandLine, XenVersion.XEN_COMMANDLINE_LEN);
+                    : CopyString(vcpu, arg, hv.Options.CommandLine, 1024);
             case XenVersion.XENVER_build_id:
                 return deny ? Result.Err(Errno.EPERM) : BuildId(vcpu, arg);
             default:
@@ -137,7 +137,8 @@ internal static class XenVersionOp
             return Result.Err(Errno.ENOBUFS);
         }
 
-        var bufOffset = (ulong)System.Runtime.InteropServices.Marshal.OffsetOf<xen_build_id>(nameof(xen_build_id.buf));
+        // buf[] follows len (a flexible array member): it starts at sizeof(xen_build_id).
+        var bufOffset = (ulong)System.Runtime.CompilerServices.Unsafe.SizeOf<xen_build_id>();
         return vcpu.TryCopyTo(arg + bufOffset, id) ? id.Length : Result.Err(Errno.EFAULT);
     }
 
