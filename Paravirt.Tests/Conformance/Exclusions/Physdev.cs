@@ -1,0 +1,6 @@
+namespace Paravirt.Tests.Conformance;
+
+public static partial class AbiExclusions
+{
+    private static readonly AbiExclusion[] Physdev = [];
+}
