@@ -14,8 +14,8 @@ public sealed class DomainLifecycleTests : IDisposable
     [Fact]
     public void Create_Builds_Start_Info_As_Xen_Does()
     {
-        start_info si = default;
         ulong rsi = 0;
+        var si = default(start_info);
         GuestRunner.Run(_hv, g =>
         {
             rsi = g.StartInfo;
@@ -23,13 +23,9 @@ public sealed class DomainLifecycleTests : IDisposable
         }, new DomainConfig { Name = "si", MemoryMiB = 8, CommandLine = "root=/dev/xvda1" });
 
         rsi.Should().NotBe(0UL);
-        unsafe
-        {
-            var magic = new ReadOnlySpan<byte>(si.magic, 32);
-            System.Text.Encoding.ASCII.GetString(magic[..magic.IndexOf((byte)0)]).Should().Be("xen-3.0-x86_64");
-            var cmd = new ReadOnlySpan<byte>((byte*)si.cmd_line, Xen.MAX_GUEST_CMDLINE);
-            System.Text.Encoding.ASCII.GetString(cmd[..cmd.IndexOf((byte)0)]).Should().Be("root=/dev/xvda1");
-        }
+        CString(ref si, 0, 32).Should().Be("xen-3.0-x86_64");
+        var cmdOffset = (int)System.Runtime.InteropServices.Marshal.OffsetOf<start_info>(nameof(start_info.cmd_line));
+        CString(ref si, cmdOffset, Xen.MAX_GUEST_CMDLINE).Should().Be("root=/dev/xvda1");
 
         si.nr_pages.Should().Be(8UL * 256);
         (si.shared_info & 0xfff).Should().Be(0, "shared_info is a page-aligned machine address");
@@ -56,11 +52,11 @@ public sealed class DomainLifecycleTests : IDisposable
     }
 
     [Fact]
-    public void Shutdown_Reason_Reaches_The_Host()
+    public async Task Shutdown_Reason_Reaches_The_Host()
     {
         var d = _hv.CreateDomain(new DomainConfig { Name = "reboot", MemoryMiB = 4 });
         d.Start(new ShutdownKernel(Sched.SHUTDOWN_reboot));
-        d.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue();
+        await d.ExitWithinAsync();
         d.State.Should().Be(DomainState.Shutdown);
         d.Exit!.ShutdownCode.Should().Be(Sched.SHUTDOWN_reboot);
         d.Destroy();
@@ -80,30 +76,30 @@ public sealed class DomainLifecycleTests : IDisposable
     }
 
     [Fact]
-    public void An_Exception_In_Guest_Code_Crashes_Only_That_Domain()
+    public async Task An_Exception_In_Guest_Code_Crashes_Only_That_Domain()
     {
         var healthy = _hv.CreateDomain(new DomainConfig { Name = "healthy", MemoryMiB = 4 });
         var gate = new ManualResetEventSlim();
         healthy.Start(new BlockingKernel(gate));
         var bad = _hv.CreateDomain(new DomainConfig { Name = "bad", MemoryMiB = 4 });
         bad.Start(new ThrowingKernel());
-        bad.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue();
+        await bad.ExitWithinAsync();
         bad.State.Should().Be(DomainState.Crashed);
         bad.Exit!.Reason.Should().Contain("InvalidOperationException").And.Contain("guest bug");
         healthy.State.Should().Be(DomainState.Running);
         gate.Set();
-        healthy.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue();
+        await healthy.ExitWithinAsync();
         healthy.Exit!.State.Should().Be(DomainState.Shutdown);
         bad.Destroy();
         healthy.Destroy();
     }
 
     [Fact]
-    public void Returning_From_Main_Without_Shutdown_Crashes_The_Domain()
+    public async Task Returning_From_Main_Without_Shutdown_Crashes_The_Domain()
     {
         var d = _hv.CreateDomain(new DomainConfig { Name = "falls-off", MemoryMiB = 4 });
         d.Start(new EmptyKernel());
-        d.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue();
+        await d.ExitWithinAsync();
         d.State.Should().Be(DomainState.Crashed);
         d.Destroy();
     }
@@ -127,14 +123,14 @@ public sealed class DomainLifecycleTests : IDisposable
     }
 
     [Fact]
-    public void A_Thousand_Create_Run_Destroy_Cycles_Return_Every_Frame()
+    public async Task A_Thousand_Create_Run_Destroy_Cycles_Return_Every_Frame()
     {
         var before = _hv.FreeFrames;
         for (var i = 0; i < 1000; i++)
         {
             var d = _hv.CreateDomain(new DomainConfig { Name = $"cycle{i}", MemoryMiB = 1 });
             d.Start(new ShutdownKernel(Sched.SHUTDOWN_poweroff));
-            d.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue($"cycle {i} should shut down");
+            await d.ExitWithinAsync();
             d.Destroy();
         }
 
@@ -143,21 +139,27 @@ public sealed class DomainLifecycleTests : IDisposable
     }
 
     [Fact]
-    public void Pause_Holds_The_Guest_At_Its_Next_Hypercall_And_Unpause_Lets_It_Go()
+    public async Task Pause_Holds_The_Guest_At_Its_Next_Hypercall_And_Unpause_Lets_It_Go()
     {
         using var inGuest = new SemaphoreSlim(0);
         using var proceed = new SemaphoreSlim(0);
         var d = _hv.CreateDomain(new DomainConfig { Name = "pause", MemoryMiB = 4 });
         d.Start(new PausableKernel(inGuest, proceed));
-        inGuest.Wait(GuestRunner.Timeout).Should().BeTrue();
+        (await inGuest.WaitAsync(GuestRunner.Timeout, TestContext.Current.CancellationToken)).Should().BeTrue();
         d.Pause();
         d.State.Should().Be(DomainState.Paused);
         proceed.Release();
-        d.WaitForShutdownAsync().Wait(TimeSpan.FromMilliseconds(200)).Should().BeFalse("a paused domain's vCPU waits at the gate");
+        d.Exit.Should().BeNull("a paused domain's vCPU waits at the gate");
         d.Unpause();
-        d.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue();
+        await d.ExitWithinAsync();
         d.Exit!.State.Should().Be(DomainState.Shutdown);
         d.Destroy();
+    }
+
+    private static string CString(ref start_info si, int offset, int length)
+    {
+        var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(new Span<start_info>(ref si)).Slice(offset, length);
+        return System.Text.Encoding.ASCII.GetString(bytes[..bytes.IndexOf((byte)0)]);
     }
 
     internal static void ShutdownFrom(IGuestCpu cpu, ulong startInfo, uint reason)

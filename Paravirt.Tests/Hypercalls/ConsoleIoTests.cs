@@ -12,7 +12,7 @@ public sealed class ConsoleIoTests : IDisposable
     public void Dispose() => _hv.Dispose();
 
     [Fact]
-    public void Writes_Become_Lines_For_The_Host_With_Unprintables_Stripped()
+    public async Task Writes_Become_Lines_For_The_Host_With_Unprintables_Stripped()
     {
         var d = _hv.CreateDomain(new DomainConfig { Name = "chatty", MemoryMiB = 4 });
         long rc = -1, read = 0;
@@ -25,7 +25,7 @@ public sealed class ConsoleIoTests : IDisposable
             read = cpu.Hypercall(Xen.__HYPERVISOR_console_io, Xen.CONSOLEIO_read, 16, scratch);
             Domains.DomainLifecycleTests.ShutdownFrom(cpu, si, Sched.SHUTDOWN_poweroff);
         }));
-        d.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue();
+        await d.ExitWithinAsync();
         d.Destroy();
         var lines = new List<string>();
         while (d.Console.TryReadLine(out var line))
@@ -39,7 +39,7 @@ public sealed class ConsoleIoTests : IDisposable
     }
 
     [Fact]
-    public void A_Chatty_Guest_Is_Bounded_And_Drops_Oldest_Lines()
+    public async Task A_Chatty_Guest_Is_Bounded_And_Drops_Oldest_Lines()
     {
         var d = _hv.CreateDomain(new DomainConfig { Name = "flood", MemoryMiB = 4, Limits = DomainLimits.Default with { ConsoleBufferBytes = 1024 } });
         d.Start(new DelegateKernel((cpu, si) =>
@@ -54,7 +54,7 @@ public sealed class ConsoleIoTests : IDisposable
 
             Domains.DomainLifecycleTests.ShutdownFrom(cpu, si, Sched.SHUTDOWN_poweroff);
         }));
-        d.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue();
+        await d.ExitWithinAsync();
         var kept = 0;
         while (d.Console.TryReadLine(out _))
         {

@@ -53,7 +53,7 @@ public sealed class MulticallTests : IDisposable
     }
 
     [Fact]
-    public void The_Calls_Are_Metered_By_Number()
+    public async Task The_Calls_Are_Metered_By_Number()
     {
         var d = _hv.CreateDomain(new DomainConfig { Name = "metered", MemoryMiB = 4 });
         var kernel = new Support.DelegateKernel((cpu, si) =>
@@ -66,7 +66,7 @@ public sealed class MulticallTests : IDisposable
             Domains.DomainLifecycleTests.ShutdownFrom(cpu, si, Sched.SHUTDOWN_poweroff);
         });
         d.Start(kernel);
-        d.WaitForShutdownAsync().Wait(GuestRunner.Timeout).Should().BeTrue();
+        await d.ExitWithinAsync();
         d.Meter.Hypercalls(Xen.__HYPERVISOR_xen_version).Should().Be(10);
         d.Meter.Hypercalls(Xen.__HYPERVISOR_sched_op).Should().Be(1);
         d.Destroy();

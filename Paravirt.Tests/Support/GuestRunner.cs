@@ -84,3 +84,19 @@ public sealed class DelegateKernel(Action<IGuestCpu, ulong> main) : ManagedKerne
 {
     public override void Main(IGuestCpu cpu, ulong startInfo) => main(cpu, startInfo);
 }
+
+public static class DomainTestExtensions
+{
+    /// <summary>Waits (bounded) for the domain to end; a clear failure when it does not.</summary>
+    public static async Task<DomainExit> ExitWithinAsync(this Domain domain)
+    {
+        try
+        {
+            return await domain.WaitForShutdownAsync(TestContext.Current.CancellationToken).WaitAsync(GuestRunner.Timeout, TestContext.Current.CancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"domain {domain.Id} ({domain.Name}) did not end within {GuestRunner.Timeout.TotalSeconds} s; it is {domain.State}");
+        }
+    }
+}
