@@ -27,62 +27,62 @@ internal static class SchedOp
                 return Result.Ok;
 
             case Sched.SCHEDOP_shutdown:
-            {
-                if (!vcpu.TryCopyFrom(arg, out sched_shutdown s))
                 {
-                    return Result.Err(Errno.EFAULT);
-                }
+                    if (!vcpu.TryCopyFrom(arg, out sched_shutdown s))
+                    {
+                        return Result.Err(Errno.EFAULT);
+                    }
 
-                Shutdown(domain, (byte)s.reason, $"the guest asked for {ReasonName((byte)s.reason)}");
-                return Result.Ok;
-            }
+                    Shutdown(domain, (byte)s.reason, $"the guest asked for {ReasonName((byte)s.reason)}");
+                    return Result.Ok;
+                }
 
             case Sched.SCHEDOP_shutdown_code:
-            {
-                if (!vcpu.TryCopyFrom(arg, out sched_shutdown s))
                 {
-                    return Result.Err(Errno.EFAULT);
-                }
+                    if (!vcpu.TryCopyFrom(arg, out sched_shutdown s))
+                    {
+                        return Result.Err(Errno.EFAULT);
+                    }
 
-                domain.PendingShutdownCode ??= (byte)s.reason;
-                return Result.Ok;
-            }
+                    domain.PendingShutdownCode ??= (byte)s.reason;
+                    return Result.Ok;
+                }
 
             case Sched.SCHEDOP_poll:
-            {
-                if (!vcpu.TryCopyFrom(arg, out sched_poll p))
                 {
-                    return Result.Err(Errno.EFAULT);
-                }
+                    if (!vcpu.TryCopyFrom(arg, out sched_poll p))
+                    {
+                        return Result.Err(Errno.EFAULT);
+                    }
 
-                return Poll(vcpu, p);
-            }
+                    return Poll(vcpu, p);
+                }
 
             case Sched.SCHEDOP_remote_shutdown:
-            {
-                if (!vcpu.TryCopyFrom(arg, out sched_remote_shutdown r))
                 {
-                    return Result.Err(Errno.EFAULT);
-                }
+                    if (!vcpu.TryCopyFrom(arg, out sched_remote_shutdown r))
+                    {
+                        return Result.Err(Errno.EFAULT);
+                    }
 
-                if (domain.Hypervisor.FindDomain(r.domain_id) is null)
-                {
-                    return Result.Err(Errno.ESRCH);
-                }
+                    if (domain.Hypervisor.FindDomain(r.domain_id) is null)
+                    {
+                        return Result.Err(Errno.ESRCH);
+                    }
 
-                // Only a device model or the control domain may shut another domain down.
-                return Result.Err(Errno.EPERM);
-            }
+                    // Only a device model or the control domain may shut another domain down.
+                    return Result.Err(Errno.EPERM);
+                }
 
             case Sched.SCHEDOP_watchdog:
-            {
-                if (!vcpu.TryCopyFrom(arg, out sched_watchdog w))
                 {
-                    return Result.Err(Errno.EFAULT);
-                }
+                    if (!vcpu.TryCopyFrom(arg, out sched_watchdog w))
+                    {
+                        return Result.Err(Errno.EFAULT);
+                    }
 
-                return domain.Watchdog(w.id, w.timeout);
-            }
+                    return domain.Watchdog(w.id, w.timeout);
+                }
 
             case Sched.SCHEDOP_pin_override:
                 return Result.Err(Errno.EPERM); // hardware domain only
