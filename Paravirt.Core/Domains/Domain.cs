@@ -94,8 +94,22 @@ public sealed class Domain
     /// <summary>Guest-physical address of start_info (what vCPU 0 gets in rsi).</summary>
     internal ulong StartInfoAddress { get; set; }
 
-    /// <summary>VMASST_* bits enabled with <c>vm_assist</c>.</summary>
-    internal ulong VmAssist { get; set; }
+    private long _vmAssist;
+
+    /// <summary>VMASST_TYPE_* bits enabled with <c>vm_assist</c>.</summary>
+    internal ulong VmAssist => (ulong)Interlocked.Read(ref _vmAssist);
+
+    internal void SetVmAssist(uint type, bool on)
+    {
+        if (on)
+        {
+            Interlocked.Or(ref _vmAssist, 1L << (int)type);
+        }
+        else
+        {
+            Interlocked.And(ref _vmAssist, ~(1L << (int)type));
+        }
+    }
 
     /// <summary>The SHUTDOWN_* code set early with SHUTDOWN_CODE (SCHEDOP_shutdown_code).</summary>
     internal uint? PendingShutdownCode { get; set; }

@@ -74,7 +74,22 @@ public sealed class Vcpu
 
     internal ulong NmiCallback { get; set; }
 
-    internal ulong CallbackFlags { get; set; }
+    private int _callbackMasksEvents;
+
+    /// <summary>Whether entering the callback of <paramref name="type"/> masks events (CALLBACKF_mask_events).</summary>
+    internal bool CallbackMasksEvents(int type) => (Volatile.Read(ref _callbackMasksEvents) & (1 << type)) != 0;
+
+    internal void SetCallbackMasksEvents(int type, bool masks)
+    {
+        if (masks)
+        {
+            Interlocked.Or(ref _callbackMasksEvents, 1 << type);
+        }
+        else
+        {
+            Interlocked.And(ref _callbackMasksEvents, ~(1 << type));
+        }
+    }
 
     /// <summary>Guest address of a registered <c>vcpu_runstate_info</c> area (0 if none).</summary>
     internal ulong RunstateArea { get; set; }

@@ -41,6 +41,9 @@ public sealed class HypercallTable
         t.Register(Xen.__HYPERVISOR_console_io, ConsoleIoOp.Handle);
         t.Register(Xen.__HYPERVISOR_sched_op, SchedOp.Handle);
         t.Register(Xen.__HYPERVISOR_multicall, MulticallOp.Handle);
+        t.Register(Xen.__HYPERVISOR_callback_op, CallbackOp.Handle);
+        t.Register(Xen.__HYPERVISOR_set_callbacks, CallbackOp.SetCallbacks);
+        t.Register(Xen.__HYPERVISOR_vm_assist, VmAssistOp.Handle);
         return t;
     }
 
