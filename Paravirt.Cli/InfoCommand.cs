@@ -11,11 +11,11 @@ internal static class InfoCommand
         output.WriteLine($"paravirt {hv.Version} (Xen {Hypervisor.MajorVersion}.{Hypervisor.MinorVersion} ABI, x86_64 PV guests)");
         output.WriteLine($"capabilities     : {Hypervisor.Capabilities}");
         output.WriteLine();
-        output.WriteLine(" nr  hypercall                  status");
+        output.WriteLine(" nr  hypercall                      status");
         var implemented = 0;
         foreach (var e in hv.Hypercalls.Entries)
         {
-            output.WriteLine($"{e.Number,3}  {e.Name,-26} {(e.Implemented ? "implemented" : "-ENOSYS")}");
+            output.WriteLine($"{e.Number,3}  {e.Name,-30} {(e.Implemented ? "implemented" : "-ENOSYS")}");
             implemented += e.Implemented ? 1 : 0;
         }
 

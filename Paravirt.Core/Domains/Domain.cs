@@ -194,6 +194,11 @@ public sealed class Domain
     /// </summary>
     public void Destroy()
     {
+        if (Interlocked.Exchange(ref _destroyed, 1) != 0)
+        {
+            return;
+        }
+
         End(DomainState.Dead, Sched.SHUTDOWN_poweroff, "destroyed by the host");
         Thread[] threads;
         lock (_threads)
@@ -205,9 +210,10 @@ public sealed class Domain
         {
             if (t != Thread.CurrentThread && !t.Join(TimeSpan.FromSeconds(10)))
             {
-                // A managed guest spinning without hypercalls cannot be stopped; its memory goes
-                // anyway, and its next access to it faults and ends the thread.
-                System.Diagnostics.Trace.WriteLine($"paravirt: domain {Id} vCPU thread {t.Name} did not stop within 10 s");
+                // A managed guest spinning without hypercalls cannot be stopped. Its frames are not
+                // returned (they could be reused under it); the hypervisor keeps its machine memory
+                // mapped for as long as such a thread lives.
+                StuckVcpuThreads++;
             }
         }
 
@@ -216,16 +222,25 @@ public sealed class Domain
             _state = DomainState.Dead;
         }
 
-        foreach (var v in Vcpus)
+        if (StuckVcpuThreads == 0)
         {
-            v.Teardown();
+            foreach (var v in Vcpus)
+            {
+                v.Teardown();
+            }
+
+            ReleaseMemory();
         }
 
-        ReleaseMemory();
         Console.Close();
         Hypervisor.Remove(this);
         StateChanged?.Invoke(this, DomainState.Dead);
     }
+
+    /// <summary>vCPU threads that did not leave guest code when the domain was destroyed.</summary>
+    internal int StuckVcpuThreads { get; private set; }
+
+    private int _destroyed;
 
     /// <summary>Moves the domain into an end state once; later calls keep the first reason (Dead always wins).</summary>
     internal void End(DomainState state, uint code, string reason)

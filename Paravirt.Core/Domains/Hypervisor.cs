@@ -155,11 +155,22 @@ public sealed class Hypervisor : IDisposable
 
         _disposed = true;
         Timers.Dispose();
-        Machine.Dispose();
+
+        // A vCPU thread that never left guest code may still touch machine memory: keep it mapped
+        // (leaked) rather than free it under that thread.
+        if (Volatile.Read(ref _stuckEver) == 0)
+        {
+            Machine.Dispose();
+        }
     }
+
+    private int _stuckEver;
+
+    internal void NoteStuckThreads(int count) => Interlocked.Add(ref _stuckEver, count);
 
     internal void Remove(Domain domain)
     {
+        NoteStuckThreads(domain.StuckVcpuThreads);
         lock (_domainsLock)
         {
             _domains.Remove(domain.Id);
