@@ -65,7 +65,7 @@ public interface IGuestPhysicalMemory
 
 /// <summary>A managed guest touched memory it does not have (a page fault with no fixup).</summary>
 public sealed class GuestFaultException(ulong address, int length, bool write)
-    : Exception($"guest {(write ? "write to" : "read from")} unmapped or foreign memory at {address:#x} ({length} bytes)")
+    : Exception($"guest {(write ? "write to" : "read from")} unmapped or foreign memory at 0x{address:x} ({length} bytes)")
 {
     public ulong Address { get; } = address;
 
