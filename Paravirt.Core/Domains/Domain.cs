@@ -37,7 +37,12 @@ public sealed class Domain
         {
             Vcpus[i] = new Vcpu(this, i);
         }
+
+        Events = new Events.EventChannelTable(this);
     }
+
+    /// <summary>The domain's event channels.</summary>
+    internal Events.EventChannelTable Events { get; }
 
     public ushort Id { get; }
 
@@ -222,6 +227,8 @@ public sealed class Domain
             _state = DomainState.Dead;
         }
 
+        // Close every port first, so peers see their ends unbound (Xen's evtchn_destroy).
+        Events.CloseAll();
         if (StuckVcpuThreads == 0)
         {
             foreach (var v in Vcpus)
@@ -287,31 +294,27 @@ public sealed class Domain
         }
     }
 
-    /// <summary>Raises a VIRQ on a vCPU. Event channels (issue 5) bind VIRQs to ports; until then only the wake happens.</summary>
-    internal void RaiseVirq(Vcpu vcpu, int virq)
+    /// <summary>Raises a VIRQ on a vCPU (or on vCPU 0's binding, for a global VIRQ), if the guest bound it.</summary>
+    internal void RaiseVirq(Vcpu vcpu, int virq) => Events.RaiseVirq(vcpu.Id, virq);
+
+    /// <summary>Wakes every vCPU waiting in SCHEDOP_poll so it re-checks its ports (Xen's evtchn_check_pollers).</summary>
+    internal void WakePollers()
     {
-        _ = vcpu;
-        _ = virq;
+        foreach (var v in Vcpus)
+        {
+            if (v.IsPolling)
+            {
+                v.Kick();
+            }
+        }
     }
 
-    /// <summary>Whether any of <paramref name="ports"/> is pending in shared_info's 2-level bitmap.</summary>
+    /// <summary>Whether any of <paramref name="ports"/> is pending.</summary>
     internal bool AnyPortPending(ReadOnlySpan<uint> ports)
     {
-        var page = SharedInfo;
-        if (page is null)
-        {
-            return false;
-        }
-
         foreach (var port in ports)
         {
-            if (port >= EventChannel.EVTCHN_2L_NR_CHANNELS)
-            {
-                continue;
-            }
-
-            var word = Volatile.Read(ref page.At<ulong>(EvtchnPendingOffset + (int)(port / 64) * 8));
-            if ((word & (1UL << (int)(port % 64))) != 0)
+            if (Events.Delivery.IsPending(port))
             {
                 return true;
             }
@@ -319,8 +322,6 @@ public sealed class Domain
 
         return false;
     }
-
-    private static readonly int EvtchnPendingOffset = (int)System.Runtime.InteropServices.Marshal.OffsetOf<shared_info>(nameof(shared_info.evtchn_pending));
 
     private readonly Lock _watchdogLock = new();
     private readonly long[] _watchdogGeneration = new long[Hypercalls.SchedOp.WatchdogTimers];

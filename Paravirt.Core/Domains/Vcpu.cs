@@ -100,6 +100,9 @@ public sealed class Vcpu
     /// <summary>Single-shot deadline in system time ns (0 when not armed).</summary>
     internal ulong SingleShotDeadlineNs { get; private set; }
 
+    /// <summary>Set while the vCPU waits in SCHEDOP_poll.</summary>
+    internal bool IsPolling { get; set; }
+
     /// <summary>Set while a multicall runs on this vCPU (re-entry is refused).</summary>
     internal bool InMulticall { get; set; }
 

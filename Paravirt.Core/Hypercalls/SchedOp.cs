@@ -148,7 +148,16 @@ internal static class SchedOp
             return Result.Ok;
         }
 
-        vcpu.WaitForKick(p.timeout, () => !domain.IsAlive, () => vcpu.UpcallDeliverable() || domain.AnyPortPending(portArray));
+        vcpu.IsPolling = true;
+        try
+        {
+            vcpu.WaitForKick(p.timeout, () => !domain.IsAlive, () => vcpu.UpcallDeliverable() || domain.AnyPortPending(portArray));
+        }
+        finally
+        {
+            vcpu.IsPolling = false;
+        }
+
         vcpu.UpdateTimeInfo();
         return Result.Ok;
     }
