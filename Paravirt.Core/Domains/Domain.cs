@@ -150,6 +150,15 @@ public sealed class Domain
         StartVcpu(Vcpus[0], cpu => kernel.Main(cpu, StartInfoAddress));
     }
 
+    /// <summary>Domain 0 is the host process: it is running from the start and never started by anyone.</summary>
+    internal void MarkHostRunning()
+    {
+        lock (_stateLock)
+        {
+            _state = DomainState.Running;
+        }
+    }
+
     /// <summary>Holds every vCPU at its next hypercall (a managed vCPU cannot be stopped in the middle of guest code).</summary>
     public void Pause()
     {

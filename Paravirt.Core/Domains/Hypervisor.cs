@@ -57,7 +57,16 @@ public sealed class Hypervisor : IDisposable
         Clock = new Clock(Options.Wallclock);
         Timers = new TimerService(Clock);
         Hypercalls = HypercallTable.CreateDefault();
+        HostDomain = new Domain(this, 0, new DomainConfig { Name = "Domain-0", MemoryMiB = 0, Vcpus = 1 });
+        HostDomain.MarkHostRunning();
+        Host = new Events.HostEvents(this);
     }
+
+    /// <summary>The host's side of event channels with guests (the host is domain 0).</summary>
+    public Events.HostEvents Host { get; }
+
+    /// <summary>Domain 0: the host process itself. It has no guest memory or vCPUs of its own.</summary>
+    internal Domain HostDomain { get; }
 
     public HypervisorOptions Options { get; }
 
@@ -125,8 +134,14 @@ public sealed class Hypervisor : IDisposable
         return domain;
     }
 
+    /// <summary>A guest by id; id 0 is the host's own domain (used as the other end of channels and grants).</summary>
     public Domain? FindDomain(ushort domid)
     {
+        if (domid == 0)
+        {
+            return HostDomain;
+        }
+
         lock (_domainsLock)
         {
             return _domains.GetValueOrDefault(domid);
@@ -153,6 +168,7 @@ public sealed class Hypervisor : IDisposable
             d.Destroy();
         }
 
+        HostDomain.Events.CloseAll();
         _disposed = true;
         Timers.Dispose();
 

@@ -36,7 +36,8 @@ internal struct Channel
 /// allocated lowest-first from 1 (port 0 is reserved) up to the domain's limit; VIRQs bind per
 /// vCPU (global ones only on vCPU 0); an interdomain port closed at one end leaves the other end
 /// unbound and waiting for the same domain; closing clears the port's pending bit so a rebind
-/// starts clean. Delivery is the 2-level ABI in <see cref="TwoLevelEvents"/>.
+/// starts clean. Delivery is the 2-level ABI in <see cref="TwoLevelEvents"/> for guests, and
+/// awaitable signals (<see cref="HostEventDelivery"/>) for the host, domain 0.
 /// </summary>
 internal sealed class EventChannelTable
 {
@@ -52,13 +53,13 @@ internal sealed class EventChannelTable
         _maxPort = Math.Min(domain.Limits.MaxEventChannels, EventChannel.EVTCHN_2L_NR_CHANNELS - 1);
         _virqToPort = new int[domain.Vcpus.Length * Xen.NR_VIRQS];
         _channels[0].State = ChannelState.Reserved;
-        Delivery = new TwoLevelEvents(domain);
+        Delivery = domain.Id == 0 ? new HostEventDelivery() : new TwoLevelEvents(domain);
     }
 
     /// <summary>The domain's event lock. Interdomain operations take both domains' locks, lower domid first.</summary>
     public Lock Lock { get; } = new();
 
-    public TwoLevelEvents Delivery { get; }
+    public IEventDelivery Delivery { get; }
 
     /// <summary>Ports in use (not counting the reserved port 0).</summary>
     public int ActiveCount => Volatile.Read(ref _active);

@@ -12,7 +12,7 @@ namespace Paravirt.Core.Events;
 /// the order Xen uses (evtchn_2l_set_pending / evtchn_2l_unmask), so a guest that masks, unmasks
 /// and polls at the same time never loses an event.
 /// </summary>
-internal sealed class TwoLevelEvents(Domain domain)
+internal sealed class TwoLevelEvents(Domain domain) : IEventDelivery
 {
     private static readonly int PendingOffset = (int)Marshal.OffsetOf<shared_info>(nameof(shared_info.evtchn_pending));
     private static readonly int MaskOffset = (int)Marshal.OffsetOf<shared_info>(nameof(shared_info.evtchn_mask));
