@@ -42,6 +42,9 @@ internal static class DomainBuilder
         }
 
         AllocateRam(domain, nrPages);
+        // libxl gives every PV guest one E820_RAM entry of maxmem (+ slack_memkb, 0 by default)
+        // with xc_domain_set_memmap_limit; XENMEM_memory_map returns it.
+        domain.MemoryMap = [new E820Entry { addr = 0, size = (ulong)domain.MaxPages << MachineMemory.PageShift, type = E820Entry.E820_RAM }];
         SetUpSharedInfo(domain);
         WriteP2mList(domain, nrPages);
         WriteStartInfo(domain, nrPages, p2mFrames);

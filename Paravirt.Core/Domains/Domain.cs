@@ -447,8 +447,182 @@ public sealed class Domain
 
     internal void UnchargeExtraPhysmap() => Interlocked.Decrement(ref _extraPhysmap);
 
+    // Reservation changes (XENMEM_increase/decrease_reservation, populate_physmap). A PV guest
+    // names frames by MFN; the hypervisor keeps the physmap managed guests access memory through.
+
+    /// <summary>Serialises changes to the physmap, the m2p entries of this domain's frames and <see cref="_unmappedRam"/>.</summary>
+    private readonly Lock _memoryLock = new();
+
+    /// <summary>RAM frames the domain holds that sit in no physmap slot (increase_reservation gives MFNs only; the guest maps them itself).</summary>
+    private readonly HashSet<ulong> _unmappedRam = [];
+
+    /// <summary>RAM frames held outside the physmap.</summary>
+    internal int UnmappedRamCount
+    {
+        get
+        {
+            lock (_memoryLock)
+            {
+                return _unmappedRam.Count;
+            }
+        }
+    }
+
+    /// <summary>
+    /// One page for XENMEM_increase_reservation: charged to the domain, its m2p entry invalid, in no
+    /// physmap slot (a PV guest learns the MFN and maps it itself). False when over max_pages or the
+    /// host has no frame left.
+    /// </summary>
+    internal bool TryIncreaseReservation(out ulong mfn)
+    {
+        lock (_memoryLock)
+        {
+            if (!TryAllocateRam(out mfn))
+            {
+                return false;
+            }
+
+            _unmappedRam.Add(mfn);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// One page for XENMEM_populate_physmap: a new RAM frame placed at <paramref name="gfn"/> with
+    /// its m2p entry set (Xen's guest_physmap_add_page for PV sets the m2p). A RAM frame already at
+    /// <paramref name="gfn"/> stays the domain's (charged, out of the physmap, as it would stay in
+    /// Xen with only the guest's own p2m changed). False when the slot holds a non-RAM page, is
+    /// beyond <see cref="PhysMap.MaxGfn"/>, or a limit is reached.
+    /// </summary>
+    internal bool TryPopulate(ulong gfn, out ulong mfn)
+    {
+        mfn = 0;
+        if (gfn > PhysMap.MaxGfn)
+        {
+            return false;
+        }
+
+        lock (_memoryLock)
+        {
+            var occupied = PhysMap.TryLookup(gfn, out var oldMfn, out var oldType);
+            if (occupied && oldType != P2mType.Ram)
+            {
+                return false;
+            }
+
+            var charged = false;
+            if (!occupied && gfn >= (ulong)PhysMap.DenseFrames)
+            {
+                if (!TryChargeExtraPhysmap())
+                {
+                    return false;
+                }
+
+                charged = true;
+            }
+
+            if (!TryAllocateRam(out mfn))
+            {
+                if (charged)
+                {
+                    UnchargeExtraPhysmap();
+                }
+
+                return false;
+            }
+
+            var frames = Hypervisor.Frames;
+            frames.SetMachineToPhys(mfn, gfn);
+            PhysMap.Set(gfn, mfn, P2mType.Ram);
+            if (occupied)
+            {
+                frames.SetMachineToPhys(oldMfn, FrameTable.InvalidGfn);
+                _unmappedRam.Add(oldMfn);
+            }
+
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Xen's guest_remove_page for a PV domain, where the guest names the page by MFN: an MFN
+    /// beyond the host's frames is -EINVAL; a frame the domain does not own is -ENXIO; an owned RAM
+    /// frame leaves the physmap first (so the guest can no longer reach it) and is then freed.
+    /// An owned frame that holds no allocation reference any more (shared_info, a page already
+    /// given back but still pinned) succeeds without change, as get_page succeeds and there is no
+    /// PGC_allocated reference left to drop in Xen.
+    /// </summary>
+    internal Errno? RemovePage(ulong mfn)
+    {
+        var frames = Hypervisor.Frames;
+        if (!frames.IsValid(mfn))
+        {
+            return Errno.EINVAL;
+        }
+
+        if (!frames.TryGet(mfn, Id))
+        {
+            return Errno.ENXIO;
+        }
+
+        try
+        {
+            lock (_memoryLock)
+            {
+                if (_unmappedRam.Remove(mfn))
+                {
+                    FreeRam(mfn);
+                    return null;
+                }
+
+                var gfn = frames.MachineToPhys(mfn);
+                if (gfn != FrameTable.InvalidGfn && PhysMap.TryLookup(gfn, out var mapped, out var type)
+                    && mapped == mfn && type == P2mType.Ram)
+                {
+                    PhysMap.Clear(gfn);
+                    if (gfn >= (ulong)PhysMap.DenseFrames)
+                    {
+                        UnchargeExtraPhysmap();
+                    }
+
+                    frames.SetMachineToPhys(mfn, FrameTable.InvalidGfn);
+                    FreeRam(mfn);
+                }
+
+                return null;
+            }
+        }
+        finally
+        {
+            frames.Put(mfn);
+        }
+    }
+
+    /// <summary>
+    /// The pseudo-physical E820 map (Xen's d->arch.e820), set by the builder as libxl does for a PV
+    /// guest (xc_domain_set_memmap_limit: one E820_RAM entry of maxmem) or by XENMEM_set_memory_map.
+    /// Null or empty: none set, and XENMEM_memory_map answers -ENOSYS.
+    /// </summary>
+    internal E820Entry[]? MemoryMap
+    {
+        get => Volatile.Read(ref _memoryMap);
+        set => Volatile.Write(ref _memoryMap, value);
+    }
+
+    private E820Entry[]? _memoryMap;
+
     private void ReleaseMemory()
     {
+        lock (_memoryLock)
+        {
+            foreach (var mfn in _unmappedRam)
+            {
+                FreeRam(mfn);
+            }
+
+            _unmappedRam.Clear();
+        }
+
         foreach (var (gfn, mfn, type) in PhysMap.Entries())
         {
             PhysMap.Clear(gfn);

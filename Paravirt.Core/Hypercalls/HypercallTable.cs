@@ -45,6 +45,7 @@ public sealed class HypercallTable
         t.Register(Xen.__HYPERVISOR_set_callbacks, CallbackOp.SetCallbacks);
         t.Register(Xen.__HYPERVISOR_vm_assist, VmAssistOp.Handle);
         t.Register(Xen.__HYPERVISOR_event_channel_op, EventChannelOp.Handle);
+        t.Register(Xen.__HYPERVISOR_memory_op, MemoryOp.Handle);
         return t;
     }
 
