@@ -15,8 +15,13 @@ namespace Paravirt.Core.Boot;
 /// pfn 1              start_info            (vCPU 0 gets its address in rsi)
 /// pfn 2              xenstore ring page    (start_info.store_mfn)
 /// pfn 3              console ring page     (start_info.console.domU.mfn)
-/// pfn 4 .. 4+k-1     P→M list, one 8-byte MFN per pfn (start_info.mfn_list)
+/// pfn 4 .. 4+k-1     P→M list, one 8-byte MFN per pfn (start_info.mfn_list) — classic PV only
 /// pfn 4+k ..         free for the guest    (start_info.pt_base: no page tables, unpaged)
+/// </code>
+/// A translated domain (<see cref="DomainConfig.AutoTranslated"/>, the default for managed guests)
+/// gets GFNs where a classic PV guest gets MFNs (store, console), no P→M list (mfn_list 0), and
+/// its free memory starts at pfn 4; it maps shared_info itself with XENMEM_add_to_physmap.
+/// <code>
 /// </code>
 /// A managed guest runs unpaged, so its virtual addresses are its pseudo-physical ones.
 /// </summary>
@@ -46,7 +51,15 @@ internal static class DomainBuilder
         // with xc_domain_set_memmap_limit; XENMEM_memory_map returns it.
         domain.MemoryMap = [new E820Entry { addr = 0, size = (ulong)domain.MaxPages << MachineMemory.PageShift, type = E820Entry.E820_RAM }];
         SetUpSharedInfo(domain);
-        WriteP2mList(domain, nrPages);
+        if (domain.IsTranslated)
+        {
+            p2mFrames = 0;
+        }
+        else
+        {
+            WriteP2mList(domain, nrPages);
+        }
+
         WriteStartInfo(domain, nrPages, p2mFrames);
     }
 
@@ -130,18 +143,18 @@ internal static class DomainBuilder
         si.nr_pages = (ulong)nrPages;
         si.shared_info = domain.SharedInfo!.Mfn << MachineMemory.PageShift;
         si.flags = 0;
-        si.store_mfn = MfnOf(domain, XenstorePfn);
+        si.store_mfn = FrameOf(domain, XenstorePfn);
         si.store_evtchn = 0;
-        si.console.domU.mfn = MfnOf(domain, ConsolePfn);
+        si.console.domU.mfn = FrameOf(domain, ConsolePfn);
         si.console.domU.evtchn = 0;
         si.pt_base = (P2mPfn + (ulong)p2mFrames) << MachineMemory.PageShift;
         si.nr_pt_frames = 0;
-        si.mfn_list = P2mPfn << MachineMemory.PageShift;
+        si.mfn_list = domain.IsTranslated ? 0 : P2mPfn << MachineMemory.PageShift;
         si.mod_start = 0;
         si.mod_len = 0;
         var cmd = Encoding.UTF8.GetBytes(domain.Config.CommandLine);
         cmd.CopyTo(new Span<byte>(si.cmd_line, Xen.MAX_GUEST_CMDLINE));
-        si.first_p2m_pfn = P2mPfn;
+        si.first_p2m_pfn = domain.IsTranslated ? 0 : P2mPfn;
         si.nr_p2m_frames = (ulong)p2mFrames;
 
         domain.StartInfoAddress = StartInfoPfn << MachineMemory.PageShift;
@@ -150,6 +163,9 @@ internal static class DomainBuilder
             throw new InvalidOperationException("start_info does not fit in the domain's memory");
         }
     }
+
+    /// <summary>What start_info names a page by: its GFN in a translated domain, its MFN in a classic PV one.</summary>
+    private static ulong FrameOf(Domain domain, ulong pfn) => domain.IsTranslated ? pfn : MfnOf(domain, pfn);
 
     private static ulong MfnOf(Domain domain, ulong pfn)
     {

@@ -54,6 +54,9 @@ public sealed class Domain
 
     public DomainLimits Limits { get; }
 
+    /// <summary>Xen's paging_mode_translate: see <see cref="DomainConfig.AutoTranslated"/>.</summary>
+    public bool IsTranslated => Config.AutoTranslated;
+
     public DomainState State
     {
         get

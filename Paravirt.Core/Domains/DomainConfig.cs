@@ -21,6 +21,17 @@ public sealed record DomainConfig
     /// <summary>The kernel command line, written to <c>start_info.cmd_line</c> (at most 1023 bytes).</summary>
     public string CommandLine { get; init; } = "";
 
+    /// <summary>
+    /// Whether the hypervisor translates the guest's physical addresses (Xen's
+    /// <c>paging_mode_translate</c>, as for PVH and HVM guests). Managed guests run this way: they
+    /// address their memory by guest frame number, see <c>XENFEAT_auto_translated_physmap</c>,
+    /// find GFNs (not MFNs) in start_info, and place shared_info and grant frames with
+    /// <c>XENMEM_add_to_physmap</c>. False gives classic PV semantics, where the guest manages its
+    /// own P→M list and hypercalls speak machine frame numbers (the PV kernels of the interpreter
+    /// engine).
+    /// </summary>
+    public bool AutoTranslated { get; init; } = true;
+
     /// <summary>Per-domain limits; Xen-like defaults.</summary>
     public DomainLimits Limits { get; init; } = DomainLimits.Default;
 }

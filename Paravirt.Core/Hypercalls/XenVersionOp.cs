@@ -71,14 +71,19 @@ internal static class XenVersionOp
         }
     }
 
-    /// <summary>Submap 0 as Xen 4.17 reports it to a 64-bit PV domU.</summary>
+    /// <summary>
+    /// Submap 0 by Xen 4.17's rules (xen/common/kernel.c, XENVER_get_features) for a 64-bit PV
+    /// domU: a translated domain adds writable_page_tables and auto_translated_physmap and is
+    /// not direct-mapped; a classic PV domain is direct-mapped.
+    /// </summary>
     public static uint FeatureSubmap0(Domain domain) =>
         (1u << Features.XENFEAT_memory_op_vnode_supported)
         | ((domain.VmAssist & (1UL << Xen.VMASST_TYPE_pae_extended_cr3)) != 0 ? 1u << Features.XENFEAT_pae_pgdir_above_4gb : 0)
+        | (domain.IsTranslated ? (1u << Features.XENFEAT_writable_page_tables) | (1u << Features.XENFEAT_auto_translated_physmap) : 0)
         | (1u << Features.XENFEAT_mmu_pt_update_preserve_ad)
         | (1u << Features.XENFEAT_highmem_assist)
         | (1u << Features.XENFEAT_gnttab_map_avail_bits)
-        | (1u << Features.XENFEAT_direct_mapped);
+        | (domain.IsTranslated ? 1u << Features.XENFEAT_not_direct_mapped : 1u << Features.XENFEAT_direct_mapped);
 
     private static long GetFeatures(Vcpu vcpu, ulong arg)
     {
