@@ -264,12 +264,73 @@ public sealed class Domain
 
     internal void StartVcpu(Vcpu vcpu, Action<IGuestCpu> entry)
     {
-        vcpu.IsUp = true;
+        vcpu.IsInitialised = true;
+        vcpu.SetDown(false);
+        vcpu.HasThread = true;
         var thread = ManagedEngine.StartVcpuThread(this, vcpu, entry);
         lock (_threads)
         {
             _threads.Add(thread);
         }
+    }
+
+    /// <summary>Xen's domain_lock: serialises vCPU initialise, up, down and vcpu_info registration.</summary>
+    internal Lock VcpuLock { get; } = new();
+
+    /// <summary>
+    /// VCPUOP_up: -EINVAL unless initialised; a down vCPU goes up, on a new host thread entering
+    /// <see cref="ManagedKernel.SecondaryEntry"/> the first time, else resuming where it went down.
+    /// </summary>
+    internal long UpVcpu(Vcpu vcpu)
+    {
+        lock (VcpuLock)
+        {
+            if (!vcpu.IsInitialised)
+            {
+                return -(long)Errno.EINVAL;
+            }
+
+            if (vcpu.IsUp)
+            {
+                return 0;
+            }
+
+            if (vcpu.HasThread)
+            {
+                vcpu.SetDown(false); // the parked thread resumes
+                return 0;
+            }
+
+            var kernel = Kernel;
+            if (kernel is null)
+            {
+                return -(long)Errno.EINVAL;
+            }
+
+            var (rip, rsp) = vcpu.InitialContext;
+            StartVcpu(vcpu, cpu => kernel.SecondaryEntry(cpu, rip, rsp));
+            return 0;
+        }
+    }
+
+    /// <summary>
+    /// VCPUOP_down: the last vCPU going down powers the domain off (Xen's domain_shutdown with
+    /// SHUTDOWN_poweroff); otherwise the vCPU is marked down and its thread parks at its next
+    /// hypercall boundary (a managed vCPU cannot be stopped in the middle of guest code).
+    /// </summary>
+    internal long DownVcpu(Vcpu vcpu)
+    {
+        lock (VcpuLock)
+        {
+            if (Vcpus.Any(v => v != vcpu && v.IsUp))
+            {
+                vcpu.SetDown(true);
+                return 0;
+            }
+        }
+
+        Hypercalls.SchedOp.Shutdown(this, Sched.SHUTDOWN_poweroff, $"its last vCPU ({vcpu.Id}) went down");
+        return 0;
     }
 
     /// <summary>Raises a VIRQ on a vCPU. Event channels (issue 5) bind VIRQs to ports; until then only the wake happens.</summary>

@@ -44,6 +44,8 @@ public sealed class HypercallTable
         t.Register(Xen.__HYPERVISOR_callback_op, CallbackOp.Handle);
         t.Register(Xen.__HYPERVISOR_set_callbacks, CallbackOp.SetCallbacks);
         t.Register(Xen.__HYPERVISOR_vm_assist, VmAssistOp.Handle);
+        t.Register(Xen.__HYPERVISOR_vcpu_op, VcpuOp.Handle);
+        t.Register(Xen.__HYPERVISOR_set_timer_op, SetTimerOp.Handle);
         return t;
     }
 
