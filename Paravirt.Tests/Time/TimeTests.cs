@@ -50,6 +50,7 @@ public sealed class TimeTests : IDisposable
         GuestRunner.Run(_hv, g =>
         {
             g.RegisterVcpuInfo(g.Scratch + 0x1000).Should().Be(0);
+            g.Cpu.Memory.WriteVolatile(g.Scratch + 0x1000, 1, 0); // acknowledge the upcall registration marks pending, or block returns at once
             var time = g.Scratch + 0x1000 + GuestVcpu.TimeOffset;
             for (var i = 0; i < 200; i++)
             {
@@ -81,6 +82,7 @@ public sealed class TimeTests : IDisposable
         GuestRunner.Run(_hv, g =>
         {
             g.RegisterVcpuInfo(g.Scratch + 0x1000).Should().Be(0);
+            g.Cpu.Memory.WriteVolatile(g.Scratch + 0x1000, 1, 0); // acknowledge the upcall registration marks pending, or block returns at once
             var time = g.Scratch + 0x1000 + GuestVcpu.TimeOffset;
             before = g.Cpu.Memory.Read<vcpu_time_info>(time);
             deadline = _hv.Clock.SystemTimeNs() + 1_000_000;
