@@ -46,7 +46,12 @@ internal static class ManagedEngine
         finally
         {
             vcpu.SetRunstate(Vcpu.RUNSTATE_offline);
-            vcpu.IsUp = false;
+            lock (domain.VcpuLock)
+            {
+                // A secondary entry that returns leaves the vCPU down; VCPUOP_up enters it afresh.
+                vcpu.HasThread = false;
+                vcpu.SetDown(true);
+            }
         }
     }
 }
@@ -116,6 +121,13 @@ internal sealed class ManagedCpu : IGuestCpu
         if (!_domain.IsAlive || (_domain.State == DomainState.Paused && !_domain.WaitWhilePaused()))
         {
             throw new VcpuExitException();
+        }
+
+        if (!_vcpu.IsUp)
+        {
+            // VCPUOP_down: the vCPU stays offline here until VCPUOP_up (or the domain ends).
+            _vcpu.WaitWhileDown(() => !_domain.IsAlive);
+            EnsureRunnable();
         }
     }
 }

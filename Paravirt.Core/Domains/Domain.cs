@@ -298,12 +298,89 @@ public sealed class Domain
 
     internal void StartVcpu(Vcpu vcpu, Action<IGuestCpu> entry)
     {
-        vcpu.IsUp = true;
+        vcpu.IsInitialised = true;
+        vcpu.SetDown(false);
+        vcpu.HasThread = true;
         var thread = ManagedEngine.StartVcpuThread(this, vcpu, entry);
         lock (_threads)
         {
             _threads.Add(thread);
         }
+    }
+
+    /// <summary>Xen's domain_lock: serialises vCPU initialise, up, down and vcpu_info registration.</summary>
+    internal Lock VcpuLock { get; } = new();
+
+    /// <summary>
+    /// VCPUOP_up: -EINVAL unless initialised; a down vCPU goes up, on a new host thread entering
+    /// <see cref="ManagedKernel.SecondaryEntry"/> the first time, else resuming where it went down.
+    /// </summary>
+    internal long UpVcpu(Vcpu vcpu)
+    {
+        lock (VcpuLock)
+        {
+            if (!vcpu.IsInitialised)
+            {
+                return -(long)Errno.EINVAL;
+            }
+
+            if (vcpu.IsUp)
+            {
+                return 0;
+            }
+
+            if (vcpu.HasThread)
+            {
+                vcpu.SetDown(false); // the parked thread resumes
+                return 0;
+            }
+
+            var kernel = Kernel;
+            if (kernel is null)
+            {
+                return -(long)Errno.EINVAL;
+            }
+
+            var (rip, rsp) = vcpu.InitialContext;
+            StartVcpu(vcpu, cpu => kernel.SecondaryEntry(cpu, rip, rsp));
+            return 0;
+        }
+    }
+
+    /// <summary>
+    /// VCPUOP_down: the last vCPU going down powers the domain off (Xen's domain_shutdown with
+    /// SHUTDOWN_poweroff); otherwise the vCPU is marked down and its thread parks at its next
+    /// hypercall boundary (a managed vCPU cannot be stopped in the middle of guest code).
+    /// </summary>
+    internal long DownVcpu(Vcpu vcpu)
+    {
+        lock (VcpuLock)
+        {
+            if (Vcpus.Any(v => v != vcpu && v.IsUp))
+            {
+                vcpu.SetDown(true);
+                return 0;
+            }
+        }
+
+        Hypercalls.SchedOp.Shutdown(this, Sched.SHUTDOWN_poweroff, $"its last vCPU ({vcpu.Id}) went down");
+        return 0;
+    }
+
+    /// <summary>
+    /// The machine frame behind a frame number a guest passed to a hypercall (Xen's GFN): for a
+    /// translated domain its physmap's RAM entry, for classic PV the number itself. The caller still
+    /// checks ownership when it takes the page.
+    /// </summary>
+    internal bool TryResolveGuestFrame(ulong frame, out ulong mfn)
+    {
+        if (!IsTranslated)
+        {
+            mfn = frame;
+            return true;
+        }
+
+        return PhysMap.TryLookup(frame, out mfn, out var type) && type == P2mType.Ram;
     }
 
     /// <summary>Raises a VIRQ on a vCPU (or on vCPU 0's binding, for a global VIRQ), if the guest bound it.</summary>
@@ -598,6 +675,136 @@ public sealed class Domain
         finally
         {
             frames.Put(mfn);
+        }
+    }
+
+    /// <summary>
+    /// guest_remove_page for a translated domain, where the guest names the page by GFN: a hole is
+    /// -ENOENT; a RAM page leaves the physmap and is freed; a hypervisor page (shared_info) is only
+    /// unhooked from the slot (it has no allocation reference of the domain's to drop).
+    /// </summary>
+    internal Errno? RemoveGfn(ulong gfn)
+    {
+        lock (_memoryLock)
+        {
+            if (!PhysMap.TryLookup(gfn, out var mfn, out var type))
+            {
+                return Errno.ENOENT;
+            }
+
+            UnmapSlotLocked(gfn, mfn);
+            if (type == P2mType.Ram)
+            {
+                FreeRam(mfn);
+            }
+
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// XENMEM_remove_from_physmap for a translated domain: the page leaves the slot but stays the
+    /// domain's (a RAM page is kept, charged, outside the physmap, as Xen only removes the p2m entry).
+    /// </summary>
+    internal Errno? UnmapGfn(ulong gfn)
+    {
+        lock (_memoryLock)
+        {
+            if (!PhysMap.TryLookup(gfn, out var mfn, out var type))
+            {
+                return Errno.ENOENT;
+            }
+
+            UnmapSlotLocked(gfn, mfn);
+            if (type == P2mType.Ram)
+            {
+                _unmappedRam.Add(mfn);
+            }
+
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// xenmem_add_to_physmap_one for a translated domain: places shared_info (idx 0) or moves one of
+    /// the domain's RAM pages (gmfn: idx is its current GFN) to <paramref name="gpfn"/>. RAM already
+    /// at <paramref name="gpfn"/> is freed; a hypervisor page there is unhooked; the page leaves its
+    /// old slot. Grant-table frames come with the grant tables.
+    /// </summary>
+    internal Errno? AddToPhysmap(uint space, ulong idx, ulong gpfn)
+    {
+        if (gpfn > PhysMap.MaxGfn)
+        {
+            return Errno.EINVAL;
+        }
+
+        lock (_memoryLock)
+        {
+            ulong mfn;
+            P2mType type;
+            switch (space)
+            {
+                case XenMem.XENMAPSPACE_shared_info when idx == 0 && SharedInfo is not null:
+                    mfn = SharedInfo.Mfn;
+                    type = P2mType.Shared;
+                    break;
+                case XenMem.XENMAPSPACE_gmfn:
+                    if (!PhysMap.TryLookup(idx, out mfn, out type) || type != P2mType.Ram)
+                    {
+                        return Errno.EINVAL;
+                    }
+
+                    break;
+                default:
+                    return Errno.EINVAL;
+            }
+
+            var frames = Hypervisor.Frames;
+            var oldGfn = frames.MachineToPhys(mfn);
+            if (space == XenMem.XENMAPSPACE_gmfn && oldGfn != idx)
+            {
+                return Errno.EXDEV;
+            }
+
+            var slotTaken = PhysMap.TryLookup(gpfn, out var prevMfn, out var prevType);
+            if (slotTaken && prevMfn == mfn)
+            {
+                return null; // already there
+            }
+
+            if (!slotTaken && gpfn >= (ulong)PhysMap.DenseFrames && !TryChargeExtraPhysmap())
+            {
+                return Errno.ENOMEM;
+            }
+
+            if (slotTaken)
+            {
+                UnmapSlotLocked(gpfn, prevMfn, keepCharge: true);
+                if (prevType == P2mType.Ram)
+                {
+                    FreeRam(prevMfn);
+                }
+            }
+
+            if (oldGfn != FrameTable.InvalidGfn && PhysMap.TryLookup(oldGfn, out var atOld, out _) && atOld == mfn)
+            {
+                UnmapSlotLocked(oldGfn, mfn);
+            }
+
+            PhysMap.Set(gpfn, mfn, type);
+            frames.SetMachineToPhys(mfn, gpfn);
+            return null;
+        }
+    }
+
+    /// <summary>Clears a physmap slot and its m2p entry, returning the extra-physmap charge of a slot above RAM.</summary>
+    private void UnmapSlotLocked(ulong gfn, ulong mfn, bool keepCharge = false)
+    {
+        PhysMap.Clear(gfn);
+        Hypervisor.Frames.SetMachineToPhys(mfn, FrameTable.InvalidGfn);
+        if (!keepCharge && gfn >= (ulong)PhysMap.DenseFrames)
+        {
+            UnchargeExtraPhysmap();
         }
     }
 

@@ -26,6 +26,10 @@ public sealed class Vcpu
     private int _wakePending;
     private long _singleShotGeneration;
     private long _periodicGeneration;
+    private long _periodicLastEventNs;
+    private readonly Lock _timeLock = new();
+    private volatile bool _down = true;
+    private int _nmiPending;
 
     // RUNSTATE_* of vcpu.h (kept local so this file does not depend on the order ABI files land).
     internal const int RUNSTATE_running = 0;
@@ -44,8 +48,35 @@ public sealed class Vcpu
 
     public Domain Domain { get; }
 
-    /// <summary>Whether the vCPU is up (vCPU 0 from start; others after <c>VCPUOP_up</c>).</summary>
-    public bool IsUp { get; internal set; }
+    /// <summary>Whether the vCPU is up (vCPU 0 from start; others after <c>VCPUOP_up</c>): Xen's <c>!VPF_down</c>.</summary>
+    public bool IsUp => !_down;
+
+    /// <summary>Xen's <c>is_initialised</c>: vCPU 0 by the domain builder, the others by <c>VCPUOP_initialise</c>.</summary>
+    internal bool IsInitialised { get; set; }
+
+    /// <summary>Where a secondary vCPU enters (the rip and rsp of its <c>VCPUOP_initialise</c> context).</summary>
+    internal (ulong Rip, ulong Rsp) InitialContext { get; set; }
+
+    /// <summary>Whether a host thread currently runs this vCPU (it may be parked while down).</summary>
+    internal bool HasThread { get; set; }
+
+    /// <summary>Sets or clears Xen's VPF_down; a vCPU going up is kicked out of its park.</summary>
+    internal void SetDown(bool down)
+    {
+        _down = down;
+        Kick();
+    }
+
+    /// <summary>VCPUOP_send_nmi: latches an NMI (Xen's arch.nmi_pending); true if one was already pending.</summary>
+    internal bool RaiseNmi() => Interlocked.Exchange(ref _nmiPending, 1) != 0;
+
+    internal bool NmiPending => Volatile.Read(ref _nmiPending) != 0;
+
+    /// <summary>Guest address of a registered secondary <c>vcpu_time_info</c> (VCPUOP_register_vcpu_time_memory_area; 0 if none).</summary>
+    internal ulong TimeArea { get; set; }
+
+    /// <summary>Whether the guest has placed vcpu_info in its own page (VCPUOP_register_vcpu_info succeeds once).</summary>
+    internal bool VcpuInfoRegistered => _vcpuInfoOwnedPage;
 
     /// <summary>Nanoseconds this vCPU has spent running guest code (RUNSTATE_running), including now.</summary>
     public long CpuTimeNs
@@ -92,7 +123,7 @@ public sealed class Vcpu
     }
 
     /// <summary>Guest address of a registered <c>vcpu_runstate_info</c> area (0 if none).</summary>
-    internal ulong RunstateArea { get; set; }
+    internal ulong RunstateArea { get; private set; }
 
     /// <summary>Periodic timer period in ns (0 when stopped).</summary>
     internal ulong PeriodicPeriodNs { get; private set; }
@@ -126,20 +157,31 @@ public sealed class Vcpu
         _vcpuInfoOwnedPage = false;
     }
 
-    /// <summary>Moves vcpu_info to a guest page (VCPUOP_register_vcpu_info), copying the current contents as Xen does.</summary>
+    /// <summary>
+    /// Moves vcpu_info to a guest page (VCPUOP_register_vcpu_info), copying the current contents as
+    /// Xen's map_vcpu_info does (a vCPU with no vcpu_info yet starts zeroed with events masked), then
+    /// marks every selector and the upcall pending so that no event is lost in the move.
+    /// </summary>
     internal void MoveVcpuInfo(PinnedPage page, int offset)
     {
-        var old = _vcpuInfoPage;
-        var current = old is null ? default : old.At<vcpu_info>(_vcpuInfoOffset);
-        page.At<vcpu_info>(offset) = current;
-        _vcpuInfoPage = page;
-        _vcpuInfoOffset = offset;
-        if (_vcpuInfoOwnedPage)
+        lock (_timeLock)
         {
-            old?.Dispose();
+            var old = _vcpuInfoPage;
+            var current = old is null ? new vcpu_info { evtchn_upcall_mask = 1 } : old.At<vcpu_info>(_vcpuInfoOffset);
+            page.At<vcpu_info>(offset) = current;
+            _vcpuInfoPage = page;
+            _vcpuInfoOffset = offset;
+            if (_vcpuInfoOwnedPage)
+            {
+                old?.Dispose();
+            }
+
+            _vcpuInfoOwnedPage = true;
+            Interlocked.MemoryBarrier(); // the new pointer before the pending flags (Xen's smp_wmb)
+            Volatile.Write(ref Info.evtchn_pending_sel, ulong.MaxValue);
         }
 
-        _vcpuInfoOwnedPage = true;
+        MarkEventsPending();
     }
 
     /// <summary>True when an upcall should be delivered now: pending, unmasked, a callback registered, not already inside one.</summary>
@@ -176,7 +218,8 @@ public sealed class Vcpu
 
     /// <summary>
     /// SCHEDOP_block: unmask events (Xen's vcpu_block_enable_events), then sleep until an event is
-    /// pending, a timer fires, or the host needs the vCPU (pause, shutdown, destroy).
+    /// pending (a timer is one once VIRQ_TIMER is bound) or the host needs the vCPU (pause,
+    /// shutdown, destroy).
     /// </summary>
     internal void BlockEnablingEvents(Func<bool> stop)
     {
@@ -197,10 +240,6 @@ public sealed class Vcpu
 
                 _wake.Wait();
                 Interlocked.Exchange(ref _wakePending, 0);
-                if (TimerFired())
-                {
-                    return;
-                }
             }
         }
         finally
@@ -242,9 +281,33 @@ public sealed class Vcpu
         }
     }
 
-    private int _timerFired;
+    /// <summary>
+    /// Parks the vCPU thread while the vCPU is down (VCPUOP_down): it is offline until VCPUOP_up,
+    /// then resumes where it stopped, with fresh time info. Returns early when <paramref name="stop"/> says so.
+    /// </summary>
+    internal void WaitWhileDown(Func<bool> stop)
+    {
+        if (!_down)
+        {
+            return;
+        }
 
-    private bool TimerFired() => Interlocked.Exchange(ref _timerFired, 0) != 0;
+        SetRunstate(RUNSTATE_offline);
+        try
+        {
+            while (_down && !stop())
+            {
+                _wake.Wait();
+                Interlocked.Exchange(ref _wakePending, 0);
+            }
+        }
+        finally
+        {
+            SetRunstate(RUNSTATE_running);
+            UpdateTimeInfo();
+        }
+    }
+
 
     /// <summary>Arms (or with 0, cancels) the single-shot timer at a system time deadline.</summary>
     internal void SetSingleShotTimer(ulong deadlineNs)
@@ -263,7 +326,22 @@ public sealed class Vcpu
         }, () => Interlocked.Read(ref _singleShotGeneration) == generation);
     }
 
-    /// <summary>Starts (or with 0, stops) the periodic timer.</summary>
+    /// <summary>
+    /// VCPUOP_set_singleshot_timer with a deadline already past: Xen stops the timer and sends the
+    /// timer event at once (send_timer_event) rather than arming it.
+    /// </summary>
+    internal void FireSingleShotNow()
+    {
+        Interlocked.Increment(ref _singleShotGeneration);
+        SingleShotDeadlineNs = 0;
+        OnTimer();
+    }
+
+    /// <summary>
+    /// Starts (or with 0, stops) the periodic timer, as Xen's vcpu_set_periodic_timer: when a period
+    /// has already passed since the last periodic event the event is sent now; the next one is due a
+    /// period after the last.
+    /// </summary>
     internal void SetPeriodicTimer(ulong periodNs)
     {
         var generation = Interlocked.Increment(ref _periodicGeneration);
@@ -273,50 +351,94 @@ public sealed class Vcpu
             return;
         }
 
-        var clock = Domain.Hypervisor.Clock;
-        ArmPeriodic(clock.SystemTimeNs() + periodNs, periodNs, generation);
+        PeriodicWork(periodNs, generation);
     }
 
-    private void ArmPeriodic(ulong deadline, ulong period, long generation)
+    /// <summary>Xen's vcpu_periodic_timer_work: fire if due, then arm for last event + period.</summary>
+    private void PeriodicWork(ulong period, long generation)
     {
-        Domain.Hypervisor.Timers.Arm(deadline, () =>
+        if (Interlocked.Read(ref _periodicGeneration) != generation || !Domain.IsAlive)
+        {
+            return;
+        }
+
+        var now = Domain.Hypervisor.Clock.SystemTimeNs();
+        var next = (ulong)Interlocked.Read(ref _periodicLastEventNs) + period;
+        if (now >= next)
         {
             OnTimer();
-            if (Interlocked.Read(ref _periodicGeneration) == generation && Domain.IsAlive)
-            {
-                ArmPeriodic(deadline + period, period, generation);
-            }
-        }, () => Interlocked.Read(ref _periodicGeneration) == generation);
+            Interlocked.Exchange(ref _periodicLastEventNs, (long)now);
+            next = now + period;
+        }
+
+        Domain.Hypervisor.Timers.Arm(next, () => PeriodicWork(period, generation), () => Interlocked.Read(ref _periodicGeneration) == generation);
     }
 
     /// <summary>A timer expired: raise VIRQ_TIMER if the domain bound it, and wake the vCPU.</summary>
     private void OnTimer()
     {
-        Interlocked.Exchange(ref _timerFired, 1);
+        // Xen's send_timer_event: the timer is VIRQ_TIMER. A vCPU that did not bind it is not
+        // woken (a blocked guest with no timer VIRQ sleeps on, as on Xen).
         Domain.Meter.CountTimerInterrupt();
         Domain.RaiseVirq(this, Xen.VIRQ_TIMER);
-        Kick();
     }
 
     /// <summary>Publishes fresh <c>vcpu_time_info</c> with the version protocol (odd while updating).</summary>
+    /// <summary>
+    /// Publishes fresh <c>vcpu_time_info</c> with the version protocol (odd while updating), and the
+    /// same values to a registered secondary area (Xen's update_secondary_system_time). The virtual
+    /// TSC is one monotonic counter for every vCPU, so the values carry XEN_PVCLOCK_TSC_STABLE_BIT
+    /// as Xen's do when its clocksource is the TSC.
+    /// </summary>
     internal void UpdateTimeInfo()
     {
-        if (_vcpuInfoPage is null)
+        lock (_timeLock)
+        {
+            if (_vcpuInfoPage is null)
+            {
+                return;
+            }
+
+            var clock = Domain.Hypervisor.Clock;
+            ref var t = ref Info.time;
+            var version = (Volatile.Read(ref t.version) + 1) | 1; // Xen's version_update_begin
+            Volatile.Write(ref t.version, version); // odd: an update is in progress
+            Interlocked.MemoryBarrier(); // the odd version before any field (smp_wmb)
+            var tsc = Time.Clock.ReadTsc();
+            var fresh = new vcpu_time_info
+            {
+                version = version,
+                tsc_timestamp = tsc,
+                system_time = clock.TscToNs(tsc - clock.TscAtBoot),
+                tsc_to_system_mul = clock.TscToSystemMul,
+                tsc_shift = clock.TscShift,
+                flags = Xen.XEN_PVCLOCK_TSC_STABLE_BIT,
+            };
+            t = fresh;
+            Volatile.Write(ref t.version, version + 1); // even: stable (release: the fields first)
+            UpdateSecondaryTime(fresh);
+        }
+    }
+
+    /// <summary>Copies time info to the secondary area: odd version first, then the fields, then the even version.</summary>
+    private void UpdateSecondaryTime(vcpu_time_info u)
+    {
+        var area = TimeArea;
+        if (area == 0)
         {
             return;
         }
 
-        var clock = Domain.Hypervisor.Clock;
-        ref var t = ref Info.time;
-        var version = Volatile.Read(ref t.version) & ~1u;
-        Volatile.Write(ref t.version, version + 1); // odd: an update is in progress
-        var tsc = Time.Clock.ReadTsc();
-        t.tsc_timestamp = tsc;
-        t.system_time = clock.TscToNs(tsc - clock.TscAtBoot);
-        t.tsc_to_system_mul = clock.TscToSystemMul;
-        t.tsc_shift = clock.TscShift;
-        t.flags = 0;
-        Volatile.Write(ref t.version, version + 2); // even: stable
+        var memory = Domain.Memory;
+        if (!memory.TryWrite(area, u.version))
+        {
+            return;
+        }
+
+        Interlocked.MemoryBarrier();
+        memory.TryWrite(area, in u);
+        Interlocked.MemoryBarrier();
+        memory.TryWrite(area, u.version + 1);
     }
 
     /// <summary>Moves to a run state, accumulating the time spent in the last one (vcpu_runstate_info).</summary>
@@ -329,6 +451,7 @@ public sealed class Vcpu
             _runstateTime[_runstate] += now - _runstateEntryNs;
             _runstateEntryNs = now;
             _runstate = state;
+            PublishRunstate();
         }
     }
 
@@ -341,17 +464,100 @@ public sealed class Vcpu
         }
     }
 
+    /// <summary>
+    /// <c>vcpu_runstate_info</c> as Xen's vcpu_runstate_get gives it: the time in the current state
+    /// counts up to now (<paramref name="upToNow"/>), or as recorded at the last change.
+    /// </summary>
+    internal unsafe vcpu_runstate_info RunstateInfo(bool upToNow)
+    {
+        lock (_wakeLock)
+        {
+            var info = new vcpu_runstate_info { state = _runstate, state_entry_time = (ulong)_runstateEntryNs };
+            for (var i = 0; i < 4; i++)
+            {
+                info.time[i] = (ulong)_runstateTime[i];
+            }
+
+            if (upToNow)
+            {
+                var delta = (long)Domain.Hypervisor.Clock.SystemTimeNs() - _runstateEntryNs;
+                if (delta > 0)
+                {
+                    info.time[_runstate] += (ulong)delta;
+                }
+            }
+
+            return info;
+        }
+    }
+
+    /// <summary>Registers (0: unregisters) the runstate area and copies the runstate there now.</summary>
+    internal void SetRunstateArea(ulong address)
+    {
+        lock (_wakeLock)
+        {
+            RunstateArea = address;
+            PublishRunstate();
+        }
+    }
+
+    /// <summary>
+    /// Xen's update_runstate_area: copies the runstate to the registered area. With
+    /// VMASST_TYPE_runstate_update_flag the guest sees XEN_RUNSTATE_UPDATE set in state_entry_time
+    /// before any other field changes, and cleared only after all have. Faults are ignored.
+    /// Caller holds <see cref="_wakeLock"/>.
+    /// </summary>
+    private void PublishRunstate()
+    {
+        var area = RunstateArea;
+        if (area == 0 || Domain.State == DomainState.Dead)
+        {
+            return;
+        }
+
+        var info = RunstateInfo(upToNow: false);
+        var memory = Domain.Memory;
+        var entryAddress = area + (ulong)Marshal.OffsetOf<vcpu_runstate_info>(nameof(vcpu_runstate_info.state_entry_time));
+        var flagged = (Domain.VmAssist & (1UL << Xen.VMASST_TYPE_runstate_update_flag)) != 0;
+        if (flagged)
+        {
+            info.state_entry_time |= VcpuOp.XEN_RUNSTATE_UPDATE;
+            WriteWord(memory, entryAddress, info.state_entry_time);
+            Interlocked.MemoryBarrier();
+        }
+
+        memory.TryWrite(area, in info);
+        if (flagged)
+        {
+            info.state_entry_time &= ~VcpuOp.XEN_RUNSTATE_UPDATE;
+            Interlocked.MemoryBarrier();
+            WriteWord(memory, entryAddress, info.state_entry_time);
+        }
+
+        static void WriteWord(GuestMemory memory, ulong address, ulong value)
+        {
+            if (!memory.TryWriteVolatile(address, 8, value))
+            {
+                memory.TryWrite(address, value); // unaligned: a plain copy, as __raw_copy_to_guest
+            }
+        }
+    }
+
     /// <summary>Lets go of everything the vCPU holds (timers die with their generation).</summary>
     internal void Teardown()
     {
         Interlocked.Increment(ref _singleShotGeneration);
         Interlocked.Increment(ref _periodicGeneration);
-        if (_vcpuInfoOwnedPage)
+        lock (_timeLock)
         {
-            _vcpuInfoPage?.Dispose();
+            if (_vcpuInfoOwnedPage)
+            {
+                _vcpuInfoPage?.Dispose();
+            }
+
+            _vcpuInfoPage = null;
         }
 
-        _vcpuInfoPage = null;
         Kick();
     }
 }

@@ -46,6 +46,8 @@ public sealed class HypercallTable
         t.Register(Xen.__HYPERVISOR_vm_assist, VmAssistOp.Handle);
         t.Register(Xen.__HYPERVISOR_event_channel_op, EventChannelOp.Handle);
         t.Register(Xen.__HYPERVISOR_memory_op, MemoryOp.Handle);
+        t.Register(Xen.__HYPERVISOR_vcpu_op, VcpuOp.Handle);
+        t.Register(Xen.__HYPERVISOR_set_timer_op, SetTimerOp.Handle);
         return t;
     }
 

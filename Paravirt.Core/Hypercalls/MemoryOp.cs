@@ -164,8 +164,9 @@ internal static class MemoryOp
                         break;
                     }
 
-                    // The page stays the domain's if this write faults, as in Xen.
-                    if (r.extent_start != 0 && !vcpu.TryCopyTo(r.extent_start + (i * 8UL), mfn))
+                    // The page stays the domain's if this write faults, as in Xen. A translated
+                    // guest is not told machine frames.
+                    if (!domain.IsTranslated && r.extent_start != 0 && !vcpu.TryCopyTo(r.extent_start + (i * 8UL), mfn))
                     {
                         break;
                     }
@@ -194,7 +195,7 @@ internal static class MemoryOp
                         break;
                     }
 
-                    if (!vcpu.TryCopyTo(slot, mfn))
+                    if (!domain.IsTranslated && !vcpu.TryCopyTo(slot, mfn))
                     {
                         break;
                     }
@@ -217,7 +218,8 @@ internal static class MemoryOp
 
                     for (var j = 0UL; j < 1UL << (int)r.extent_order; j++)
                     {
-                        if (domain.RemovePage(gmfn + j) is not null)
+                        // A translated guest names pages by GFN, a classic PV guest by MFN.
+                        if ((domain.IsTranslated ? domain.RemoveGfn(gmfn + j) : domain.RemovePage(gmfn + j)) is not null)
                         {
                             return i;
                         }
@@ -317,7 +319,28 @@ internal static class MemoryOp
             return Result.Err(Errno.ENOSYS);
         }
 
-        return PhysmapPermission(vcpu, xatp.domid);
+        var permission = PhysmapPermission(vcpu, xatp.domid);
+        if (permission != Result.Ok)
+        {
+            return permission;
+        }
+
+        var domain = vcpu.Domain;
+        if (xatp.space != XenMem.XENMAPSPACE_gmfn_range)
+        {
+            return domain.AddToPhysmap(xatp.space, xatp.idx, xatp.gpfn) is { } e ? Result.Err(e) : Result.Ok;
+        }
+
+        // gmfn_range: size pages from idx to gpfn, resumable from start_extent as Xen's continuation is.
+        for (var done = (ulong)startExtent; done < xatp.size; done++)
+        {
+            if (domain.AddToPhysmap(XenMem.XENMAPSPACE_gmfn, xatp.idx + done, xatp.gpfn + done) is { } e)
+            {
+                return Result.Err(e);
+            }
+        }
+
+        return Result.Ok;
     }
 
     private static long AddToPhysmapBatch(Vcpu vcpu, ulong startExtent, ulong arg)
@@ -337,7 +360,31 @@ internal static class MemoryOp
             return Result.Err(Errno.EOPNOTSUPP);
         }
 
-        return PhysmapPermission(vcpu, xatpb.domid);
+        var permission = PhysmapPermission(vcpu, xatpb.domid);
+        if (permission != Result.Ok)
+        {
+            return permission;
+        }
+
+        // Each entry's outcome goes to errs[i]; a fault on the arrays ends the batch with -EFAULT.
+        var domain = vcpu.Domain;
+        for (var i = startExtent; i < xatpb.size; i++)
+        {
+            if (!vcpu.TryCopyFrom(xatpb.idxs + (i * 8), out ulong idx) || !vcpu.TryCopyFrom(xatpb.gpfns + (i * 8), out ulong gpfn))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+
+            // A foreign mapping needs privilege over the other domain (xsm_map_gmfn_foreign).
+            var rc = xatpb.space == XenMem.XENMAPSPACE_gmfn_foreign ? -(int)Errno.EPERM
+                : domain.AddToPhysmap(xatpb.space, idx, gpfn) is { } e ? -(int)e : 0;
+            if (!vcpu.TryCopyTo(xatpb.errs + (i * 4), rc))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+        }
+
+        return Result.Ok;
     }
 
     private static long RemoveFromPhysmap(Vcpu vcpu, ulong arg)
@@ -347,15 +394,23 @@ internal static class MemoryOp
             return Result.Err(Errno.EFAULT);
         }
 
-        return PhysmapPermission(vcpu, xrfp.domid);
+        var permission = PhysmapPermission(vcpu, xrfp.domid);
+        return permission != Result.Ok ? permission
+            : vcpu.Domain.UnmapGfn(xrfp.gpfn) is { } e ? Result.Err(e) : Result.Ok;
     }
 
     /// <summary>
-    /// The target lookup, then xatp_permission_check (and remove_from_physmap's equivalent): every
-    /// domain here is PV, not paging_mode_translate, so an existing target is always -EACCES.
+    /// The target lookup, then xatp_permission_check (and remove_from_physmap's equivalent): a
+    /// missing domain is -ESRCH; a classic PV target (not paging_mode_translate) is -EACCES; another
+    /// domain needs privilege (-EPERM); a translated caller acting on itself may go on (0).
     /// </summary>
-    private static long PhysmapPermission(Vcpu vcpu, ushort domid) =>
-        Lookup(vcpu, domid) == Access.Missing ? Result.Err(Errno.ESRCH) : Result.Err(Errno.EACCES);
+    private static long PhysmapPermission(Vcpu vcpu, ushort domid) => Lookup(vcpu, domid) switch
+    {
+        Access.Missing => Result.Err(Errno.ESRCH),
+        Access.Self when vcpu.Domain.IsTranslated => Result.Ok,
+        Access.Self => Result.Err(Errno.EACCES),
+        _ => vcpu.Domain.Hypervisor.FindDomain(domid) is { IsTranslated: true } ? Result.Err(Errno.EPERM) : Result.Err(Errno.EACCES),
+    };
 
     private static long GetVnumaInfo(Vcpu vcpu, ulong arg)
     {

@@ -22,7 +22,7 @@ internal static class SchedOp
                 return Result.Ok;
 
             case Sched.SCHEDOP_block:
-                vcpu.BlockEnablingEvents(() => !domain.IsAlive || domain.State == DomainState.Paused);
+                vcpu.BlockEnablingEvents(() => !domain.IsAlive || domain.State == DomainState.Paused || !vcpu.IsUp);
                 vcpu.UpdateTimeInfo();
                 return Result.Ok;
 
@@ -151,7 +151,7 @@ internal static class SchedOp
         vcpu.IsPolling = true;
         try
         {
-            vcpu.WaitForKick(p.timeout, () => !domain.IsAlive, () => vcpu.UpcallDeliverable() || domain.AnyPortPending(portArray));
+            vcpu.WaitForKick(p.timeout, () => !domain.IsAlive || !vcpu.IsUp, () => vcpu.UpcallDeliverable() || domain.AnyPortPending(portArray));
         }
         finally
         {

@@ -12,7 +12,7 @@ public sealed class DomainLifecycleTests : IDisposable
     public void Dispose() => _hv.Dispose();
 
     [Fact]
-    public void Create_Builds_Start_Info_As_Xen_Does()
+    public void Create_Builds_Start_Info_As_Xen_Does_For_Classic_PV()
     {
         ulong rsi = 0;
         var si = default(start_info);
@@ -20,7 +20,7 @@ public sealed class DomainLifecycleTests : IDisposable
         {
             rsi = g.StartInfo;
             si = g.ReadStartInfo();
-        }, new DomainConfig { Name = "si", MemoryMiB = 8, CommandLine = "root=/dev/xvda1" });
+        }, new DomainConfig { Name = "si", MemoryMiB = 8, CommandLine = "root=/dev/xvda1", AutoTranslated = false });
 
         rsi.Should().NotBe(0UL);
         CString(ref si, 0, 32).Should().Be("xen-3.0-x86_64");
@@ -40,7 +40,7 @@ public sealed class DomainLifecycleTests : IDisposable
     {
         ulong[] p2m = [];
         start_info si = default;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             si = g.ReadStartInfo();
             var bytes = new byte[si.nr_pages * 8];

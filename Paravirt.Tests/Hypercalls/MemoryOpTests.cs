@@ -19,7 +19,7 @@ public sealed class MemoryOpTests : IDisposable
     public void Dispose() => _hv.Dispose();
 
     internal static DomainConfig Config(string name, DomainLimits? limits = null) =>
-        new() { Name = name, MemoryMiB = 4, MaxMemoryMiB = 5, Limits = limits ?? DomainLimits.Default };
+        new() { Name = name, MemoryMiB = 4, MaxMemoryMiB = 5, Limits = limits ?? DomainLimits.Default, AutoTranslated = false };
 
     internal static long Memop(GuestContext g, int op, ulong arg, ulong startExtent = 0) =>
         g.Hypercall(Xen.__HYPERVISOR_memory_op, (uint)op | (startExtent << 6), arg);
@@ -74,7 +74,7 @@ public sealed class MemoryOpTests : IDisposable
     {
         var other = _hv.CreateDomain(Config("other"));
         long cur = 0, curById = 0, max = 0, otherDomain = 0, host = 0, missing = 0, withStart = 0, fault = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var self = _hv.FindDomain("stat")!;
             cur = Current(g);
@@ -105,7 +105,7 @@ public sealed class MemoryOpTests : IDisposable
         long done = 0, after = 0;
         ulong[] mfns = [];
         ushort id = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             id = _hv.FindDomain("inc")!.Id;
             done = Reserve(g, XenMem.XENMEM_increase_reservation, 3);
@@ -124,7 +124,7 @@ public sealed class MemoryOpTests : IDisposable
     public void Increase_Reservation_With_A_Null_List_Allocates_Without_Writing_Back()
     {
         long done = 0, after = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             done = Reserve(g, XenMem.XENMEM_increase_reservation, 2, list: 0);
             after = Current(g);
@@ -138,7 +138,7 @@ public sealed class MemoryOpTests : IDisposable
     public void Increase_Beyond_Max_Pages_Returns_The_Partial_Count_And_TotPages_Never_Exceeds_Max()
     {
         long first = 0, second = 0, cur = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             first = Reserve(g, XenMem.XENMEM_increase_reservation, 300);
             second = Reserve(g, XenMem.XENMEM_increase_reservation, 1);
@@ -155,7 +155,7 @@ public sealed class MemoryOpTests : IDisposable
     {
         long inc = 0, dec = 0, cur = 0;
         long freeBefore = 0, freeAfter = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             freeBefore = _hv.FreeFrames;
             inc = Reserve(g, XenMem.XENMEM_increase_reservation, 4);
@@ -176,7 +176,7 @@ public sealed class MemoryOpTests : IDisposable
         var other = _hv.CreateDomain(Config("owner"));
         other.PhysMap.TryLookup(100, out var foreign, out _);
         long partial = 0, beyondHost = 0, cur = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             Reserve(g, XenMem.XENMEM_increase_reservation, 2);
             var mine = ReadList(g, 2);
@@ -199,7 +199,7 @@ public sealed class MemoryOpTests : IDisposable
     public void Decrease_With_An_Extent_Order_Removes_That_Many_Consecutive_Mfns()
     {
         long dec = 0, cur = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             // The builder's frames come off the free list in order, so pfns 600 and 601 hold consecutive MFNs.
             var mfn = MfnOf(g, 600);
@@ -220,7 +220,7 @@ public sealed class MemoryOpTests : IDisposable
         ulong[] mfns = [];
         ulong m2p0 = 0, m2p1 = 0;
         ulong firstRead = 1, readBack = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             WriteList(g, 1100, 1101);
             done = Reserve(g, XenMem.XENMEM_populate_physmap, 2);
@@ -245,7 +245,7 @@ public sealed class MemoryOpTests : IDisposable
     public void Populate_Beyond_Max_Pages_Returns_The_Partial_Count()
     {
         long done = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var gpfns = Enumerable.Range(0, 300).Select(i => 1024UL + (ulong)i).ToArray();
             WriteList(g, gpfns);
@@ -260,7 +260,7 @@ public sealed class MemoryOpTests : IDisposable
     {
         long resumed = 0, past = 0, cur = 0;
         ulong[] list = [];
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             WriteList(g, 0, 0, 0, 0);
             resumed = Reserve(g, XenMem.XENMEM_increase_reservation, 4, startExtent: 2);
@@ -282,7 +282,7 @@ public sealed class MemoryOpTests : IDisposable
     public void An_Extent_Order_Above_The_DomU_Limit_Does_Nothing_And_Returns_The_Start_Extent()
     {
         long inc = 0, dec = 0, pop = 0, cur = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             inc = Reserve(g, XenMem.XENMEM_increase_reservation, 1, order: 10);
             WriteList(g, MfnOf(g, 600));
@@ -302,7 +302,7 @@ public sealed class MemoryOpTests : IDisposable
     public void Refused_Flags_Return_The_Start_Extent()
     {
         long exactNode = 0, tinyAddressBits = 0, podOnSelf = 0, vnode = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             exactNode = Reserve(g, XenMem.XENMEM_increase_reservation, 1, flags: XenMem.XENMEMF_exact_node(0));
             tinyAddressBits = Reserve(g, XenMem.XENMEM_increase_reservation, 1, flags: XenMem.XENMEMF_address_bits(12));
@@ -321,7 +321,7 @@ public sealed class MemoryOpTests : IDisposable
     public void Maximum_Ram_Page_Is_Xens_Max_Page_One_Past_The_Highest_Mfn()
     {
         long max = 0, withStart = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             max = Memop(g, XenMem.XENMEM_maximum_ram_page, 0);
             withStart = Memop(g, XenMem.XENMEM_maximum_ram_page, 0, startExtent: 1);
@@ -338,7 +338,7 @@ public sealed class MemoryOpTests : IDisposable
         xen_memory_map after = default, zeroAfter = default;
         ulong addr = 1, size = 0;
         uint type = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var buffer = List(g);
             g.Cpu.Memory.Write(g.Scratch, new xen_memory_map { nr_entries = 8, buffer = buffer });
@@ -371,7 +371,7 @@ public sealed class MemoryOpTests : IDisposable
         long set = 0, get = 0, tooMany = 0, other = 0, empty = 0, afterEmpty = 0;
         ulong size = 0;
         var victim = _hv.CreateDomain(Config("victim"));
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var buffer = List(g);
             // Two entries: RAM 0..1 MiB, reserved 1..2 MiB (20 bytes each, packed).
@@ -417,7 +417,7 @@ public sealed class MemoryOpTests : IDisposable
         long shared = 0, grant = 0, gmfn = 0, foreign = 0, missing = 0, edom = 0, batch = 0, batchRange = 0, remove = 0, removeStart = 0;
         ulong before = 0, after = 0;
         long cur = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var gpfn = 600UL;
             g.Cpu.Memory.Write(gpfn << 12, 0xfeedfaceUL);
@@ -467,7 +467,7 @@ public sealed class MemoryOpTests : IDisposable
     {
         var mapping = default(xen_machphys_mapping);
         long rc = 0, mfnList = 0, exchange = 0, unknown = 0, vnuma = 0, pod = 0, machineMap = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             rc = Memop(g, XenMem.XENMEM_machphys_mapping, g.Scratch);
             mapping = g.Cpu.Memory.Read<xen_machphys_mapping>(g.Scratch);
@@ -497,7 +497,7 @@ public sealed class MemoryOpTests : IDisposable
     public void Maximum_Gpfn_Is_The_Guests_Max_Pfn_From_Shared_Info_Less_One()
     {
         long unset = 0, set = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var d = _hv.FindDomain("gpfn")!;
             g.Cpu.Memory.Write(g.Scratch, new xen_memory_domain { domid = Xen.DOMID_SELF });
@@ -536,7 +536,7 @@ public sealed class MemoryOpTests : IDisposable
     public void A_Frame_Freed_By_Decrease_Reservation_Is_Zero_When_The_Next_Domain_Gets_It()
     {
         ulong freed = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var page = 600UL << 12;
             for (var off = 0UL; off < 4096; off += 8)
@@ -550,13 +550,13 @@ public sealed class MemoryOpTests : IDisposable
         }, Config("first"));
 
         var seen = new byte[4096];
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var next = _hv.FindDomain("second")!;
             _hv.Frames.OwnerOf(freed).Should().Be(next.Id, "the free list hands out the most recently freed frames first");
             var gfn = _hv.Frames.MachineToPhys(freed);
             g.Cpu.Memory.Read(gfn << 12, seen);
-        }, new DomainConfig { Name = "second", MemoryMiB = 8 });
+        }, new DomainConfig { AutoTranslated = false, Name = "second", MemoryMiB = 8 });
 
         seen.Should().OnlyContain(b => b == 0);
     }

@@ -91,7 +91,7 @@ public sealed class XenVersionTests : IDisposable
     {
         uint submap = 0;
         long bad = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             g.Cpu.Memory.Write(g.Scratch, new xen_feature_info { submap_idx = 0, submap = 0xdeadbeef });
             g.Hypercall(Xen.__HYPERVISOR_xen_version, XenVersion.XENVER_get_features, g.Scratch).Should().Be(0);
@@ -103,6 +103,22 @@ public sealed class XenVersionTests : IDisposable
             | (1u << Features.XENFEAT_highmem_assist) | (1u << Features.XENFEAT_gnttab_map_avail_bits) | (1u << Features.XENFEAT_direct_mapped));
         (submap & (1u << Features.XENFEAT_auto_translated_physmap)).Should().Be(0u, "a PV guest manages its own P2M");
         bad.Should().Be(-(long)Errno.EINVAL);
+    }
+
+    [Fact]
+    public void A_Translated_Domain_Sees_Auto_Translated_Physmap_And_Is_Not_Direct_Mapped()
+    {
+        uint submap = 0;
+        GuestRunner.Run(_hv, g =>
+        {
+            g.Cpu.Memory.Write(g.Scratch, new xen_feature_info { submap_idx = 0 });
+            g.Hypercall(Xen.__HYPERVISOR_xen_version, XenVersion.XENVER_get_features, g.Scratch).Should().Be(0);
+            submap = g.Cpu.Memory.Read<xen_feature_info>(g.Scratch).submap;
+        });
+        (submap & (1u << Features.XENFEAT_auto_translated_physmap)).Should().NotBe(0u);
+        (submap & (1u << Features.XENFEAT_writable_page_tables)).Should().NotBe(0u);
+        (submap & (1u << Features.XENFEAT_not_direct_mapped)).Should().NotBe(0u);
+        (submap & (1u << Features.XENFEAT_direct_mapped)).Should().Be(0u);
     }
 
     [Fact]

@@ -17,7 +17,7 @@ public sealed class MemoryOpHostileTests : IDisposable
     {
         var results = new List<long>();
         long cur = 0;
-        var exit = GuestRunner.Run(_hv, g =>
+        var exit = GuestRunner.RunPv(_hv, g =>
         {
             foreach (var nr in new[] { ulong.MaxValue, 1UL << 63, (uint.MaxValue >> 6) + 1UL })
             {
@@ -38,7 +38,7 @@ public sealed class MemoryOpHostileTests : IDisposable
     public void The_Largest_Encodable_Nr_Extents_Ends_At_The_First_Extent_That_Fails()
     {
         long inc = 0, dec = 0, cur = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             // A null list: increase allocates without writing back, so only max_pages stops it.
             inc = Reserve(g, XenMem.XENMEM_increase_reservation, uint.MaxValue >> 6, list: 0);
@@ -57,7 +57,7 @@ public sealed class MemoryOpHostileTests : IDisposable
     {
         var results = new List<long>();
         long cur = 0;
-        var exit = GuestRunner.Run(_hv, g =>
+        var exit = GuestRunner.RunPv(_hv, g =>
         {
             foreach (var wild in new[] { ulong.MaxValue - 7, 0xffff_8000_0000_0000UL, 1UL << 60 })
             {
@@ -78,7 +78,7 @@ public sealed class MemoryOpHostileTests : IDisposable
     public void An_Unmapped_Extent_List_Keeps_The_Page_Increase_Allocated_Before_The_Write_Faulted_As_Xen_Does()
     {
         long done = -1, cur = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             done = Reserve(g, XenMem.XENMEM_increase_reservation, 4, list: 0x40_0000_0000UL);
             cur = Current(g);
@@ -94,7 +94,7 @@ public sealed class MemoryOpHostileTests : IDisposable
         var victim = _hv.CreateDomain(Config("victim"));
         victim.PhysMap.TryLookup(600, out var victimMfn, out _);
         long inc = -1, pop = -1, dec = -1, decSelf = -1, decMissing = -1;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             inc = Reserve(g, XenMem.XENMEM_increase_reservation, 4, domid: victim.Id);
             WriteList(g, 1100);
@@ -120,7 +120,7 @@ public sealed class MemoryOpHostileTests : IDisposable
     public void Giving_Back_The_Same_Mfn_Twice_In_One_List_Frees_It_Once()
     {
         long dec = 0, cur = 0, free = 0, freeBefore = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             var mfn = MfnOf(g, 600);
             WriteList(g, mfn, mfn);
@@ -141,7 +141,7 @@ public sealed class MemoryOpHostileTests : IDisposable
         long dec = 0, cur = 0;
         ulong sharedInfoMfn = 0;
         int refs = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             sharedInfoMfn = g.ReadStartInfo().shared_info >> 12;
             WriteList(g, sharedInfoMfn);
@@ -159,7 +159,7 @@ public sealed class MemoryOpHostileTests : IDisposable
     public void Populate_Above_The_Ram_Range_Is_Bounded_By_The_Extra_Physmap_Limit_And_The_Highest_Gfn()
     {
         long done = 0, tooHigh = 0, cur = 0;
-        GuestRunner.Run(_hv, g =>
+        GuestRunner.RunPv(_hv, g =>
         {
             WriteList(g, 5000, 5001, 5002);
             done = Reserve(g, XenMem.XENMEM_populate_physmap, 3);
@@ -178,7 +178,7 @@ public sealed class MemoryOpHostileTests : IDisposable
     public void Every_Sub_Op_With_Garbage_Or_Wild_Arguments_Returns_A_Value_And_Leaves_The_Domain_Running()
     {
         var results = new List<long>();
-        var exit = GuestRunner.Run(_hv, g =>
+        var exit = GuestRunner.RunPv(_hv, g =>
         {
             var garbage = new byte[256];
             new Random(1234).NextBytes(garbage);

@@ -38,6 +38,10 @@ public static class GuestRunner
         }
     }
 
+    /// <summary>As <see cref="Run"/>, in a classic (not translated) PV domain: the guest speaks MFNs and keeps its own P→M list.</summary>
+    public static DomainExit RunPv(Hypervisor hv, Action<GuestContext> body, DomainConfig? config = null) =>
+        Run(hv, body, (config ?? new DomainConfig { Name = $"pv-{Guid.NewGuid():N}", MemoryMiB = 4 }) with { AutoTranslated = false });
+
     private sealed class LambdaKernel(Action<GuestContext> body) : ManagedKernel
     {
         public Exception? Failure { get; private set; }
