@@ -18,7 +18,8 @@ public sealed class Domain
     private readonly List<Thread> _threads = [];
     private long _totPages;
     private int _extraPhysmap;
-    private DomainState _state = DomainState.Created;
+    // Written under _stateLock, read without it (the gate reads it on every hypercall).
+    private volatile DomainState _state = DomainState.Created;
 
     internal Domain(Hypervisor hypervisor, ushort id, DomainConfig config)
     {
@@ -57,16 +58,7 @@ public sealed class Domain
     /// <summary>Xen's paging_mode_translate: see <see cref="DomainConfig.AutoTranslated"/>.</summary>
     public bool IsTranslated => Config.AutoTranslated;
 
-    public DomainState State
-    {
-        get
-        {
-            lock (_stateLock)
-            {
-                return _state;
-            }
-        }
-    }
+    public DomainState State => _state;
 
     /// <summary>How the domain ended, once it has.</summary>
     public DomainExit? Exit => _exit.Task.IsCompleted ? _exit.Task.Result : null;
