@@ -248,6 +248,7 @@ public sealed class Domain
                 v.Teardown();
             }
 
+            Events.ReleaseGuestFrames();
             ReleaseMemory();
         }
 
