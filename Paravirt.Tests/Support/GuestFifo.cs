@@ -157,12 +157,13 @@ public sealed class GuestFifo
         var handled = new List<uint>();
         var heads = _heads.TryGetValue(vcpu, out var h) ? h : _heads[vcpu] = new uint[EventChannel.EVTCHN_FIFO_MAX_QUEUES];
         var readyAt = ControlBlockAddress(vcpu);
-        var ready = Exchange(readyAt, 0);
+        const uint Queues = (1u << EventChannel.EVTCHN_FIFO_MAX_QUEUES) - 1; // find_first_bit looks at 16 bits only
+        var ready = Exchange(readyAt, 0) & Queues;
         for (var walked = 0; ready != 0 && walked < max; walked++)
         {
             var priority = System.Numerics.BitOperations.TrailingZeroCount(ready);
             ConsumeOne(vcpu, heads, priority, ref ready, handled);
-            ready |= Exchange(readyAt, 0);
+            ready |= Exchange(readyAt, 0) & Queues;
         }
 
         return handled;
