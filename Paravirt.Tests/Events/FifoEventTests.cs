@@ -331,6 +331,26 @@ public sealed class FifoEventTests : IDisposable
     }
 
     [Fact]
+    public void A_Classic_Pv_Guest_Names_Its_Control_Block_And_Array_Pages_By_Mfn()
+    {
+        List<uint> consumed = [];
+        uint port = 0;
+        var exit = GuestRunner.RunPv(_hv, g =>
+        {
+            var fifo = new GuestFifo(g, g.Scratch + 0x1000, classicPv: true);
+            fifo.InitControl().Should().Be(0);
+            fifo.ExpandArray().Should().Be(0);
+            port = BindIpi(g);
+            fifo.Unmask(port);
+            Send(g, port).Should().Be(0);
+            consumed = fifo.Consume();
+        });
+
+        exit.State.Should().Be(DomainState.Shutdown);
+        consumed.Should().Equal(port);
+    }
+
+    [Fact]
     public void An_Ipi_To_Another_Vcpu_Is_Queued_In_That_Vcpus_Control_Block()
     {
         List<uint> onVcpu0 = [], onVcpu1 = [];

@@ -6,7 +6,7 @@ namespace Paravirt.Tests.Support;
 /// <summary>
 /// The guest side of the FIFO event ABI as Linux's drivers/xen/events/events_fifo.c drives it, for
 /// tests: a control block page per vCPU and event array pages at fixed guest-physical addresses
-/// (a translated guest, so a frame number is the address / 4096), new array pages initialised
+/// (named to Xen by GFN for a translated guest, by MFN from the P→M list for classic PV), new array pages initialised
 /// with every port MASKED, unmask that clears MASKED itself unless the port is pending, and
 /// consumption that takes READY, walks each queue from its head clearing LINKED with a
 /// compare-exchange, and acknowledges (clears PENDING of) the ports it hands back. Every loop is
@@ -21,14 +21,17 @@ public sealed class GuestFifo
     private readonly GuestContext _g;
     private readonly ulong _base;
     private readonly ulong _args;
+    private readonly bool _classicPv;
     private readonly Dictionary<int, uint[]> _heads = [];
 
     /// <param name="g">The guest.</param>
     /// <param name="pagesBase">Page-aligned guest-physical address of the pages the helper may use: control blocks of vCPUs 0..3, then the event array.</param>
-    public GuestFifo(GuestContext g, ulong pagesBase)
+    /// <param name="classicPv">The guest is not translated: frames are named by MFN (start_info.mfn_list).</param>
+    public GuestFifo(GuestContext g, ulong pagesBase, bool classicPv = false)
     {
         _g = g;
         _base = pagesBase;
+        _classicPv = classicPv;
         _args = g.Scratch + 0xC00;
     }
 
@@ -44,6 +47,10 @@ public sealed class GuestFifo
 
     public ulong ArrayPageAddress(int index) => _base + ((ulong)(ControlBlockPages + index) * 4096);
 
+    /// <summary>The frame number Xen expects for the page at <paramref name="address"/>.</summary>
+    public ulong FrameOf(ulong address) =>
+        _classicPv ? _g.Cpu.Memory.Read<ulong>(_g.ReadStartInfo().mfn_list + (address / 4096 * 8)) : address / 4096;
+
     public ulong WordAddress(uint port) => ArrayPageAddress((int)(port / WordsPerPage)) + ((port % WordsPerPage) * 4);
 
     /// <summary>EVTCHNOP_init_control for <paramref name="vcpu"/> with its (cleared) control block page.</summary>
@@ -52,7 +59,7 @@ public sealed class GuestFifo
     public long InitControl(int vcpu, uint offset, out byte linkBits)
     {
         _g.Cpu.Memory.Write(ControlBlockAddress(vcpu), new byte[4096]);
-        return InitControlRaw((uint)vcpu, ControlBlockAddress(vcpu) / 4096, offset, out linkBits);
+        return InitControlRaw((uint)vcpu, FrameOf(ControlBlockAddress(vcpu)), offset, out linkBits);
     }
 
     public long InitControl(int vcpu = 0) => InitControl(vcpu, out _);
@@ -77,7 +84,7 @@ public sealed class GuestFifo
         }
 
         _g.Cpu.Memory.Write(page, words);
-        var rc = ExpandArrayRaw(page / 4096);
+        var rc = ExpandArrayRaw(FrameOf(page));
         if (rc == 0)
         {
             ArrayPages++;
