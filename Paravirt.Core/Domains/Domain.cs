@@ -240,6 +240,7 @@ public sealed class Domain
                 v.Teardown();
             }
 
+            Events.ReleaseGuestFrames();
             ReleaseMemory();
         }
 

@@ -36,43 +36,53 @@ internal struct Channel
 /// allocated lowest-first from 1 (port 0 is reserved) up to the domain's limit; VIRQs bind per
 /// vCPU (global ones only on vCPU 0); an interdomain port closed at one end leaves the other end
 /// unbound and waiting for the same domain; closing clears the port's pending bit so a rebind
-/// starts clean. Delivery is the 2-level ABI in <see cref="TwoLevelEvents"/> for guests, and
-/// awaitable signals (<see cref="HostEventDelivery"/>) for the host, domain 0.
+/// starts clean. Delivery is the 2-level ABI in <see cref="TwoLevelEvents"/> for guests until
+/// their first EVTCHNOP_init_control switches them to the FIFO ABI (<see cref="FifoEvents"/>;
+/// EVTCHNOP_reset switches back), and awaitable signals (<see cref="HostEventDelivery"/>) for the
+/// host, domain 0.
 /// </summary>
 internal sealed class EventChannelTable
 {
     private readonly Domain _domain;
-    private readonly int _maxPort;
+    private readonly int _portLimit;
     private readonly int[] _virqToPort;
     private Channel[] _channels = new Channel[64];
+    private IEventDelivery _delivery;
     private int _active;
 
     public EventChannelTable(Domain domain)
     {
         _domain = domain;
-        _maxPort = Math.Min(domain.Limits.MaxEventChannels, EventChannel.EVTCHN_2L_NR_CHANNELS - 1);
+        _portLimit = domain.Limits.MaxEventChannels;
         _virqToPort = new int[domain.Vcpus.Length * Xen.NR_VIRQS];
         _channels[0].State = ChannelState.Reserved;
-        Delivery = domain.Id == 0 ? new HostEventDelivery() : new TwoLevelEvents(domain);
+        _delivery = domain.Id == 0 ? new HostEventDelivery() : new TwoLevelEvents(domain);
     }
 
     /// <summary>The domain's event lock. Interdomain operations take both domains' locks, lower domid first.</summary>
     public Lock Lock { get; } = new();
 
-    public IEventDelivery Delivery { get; }
+    /// <summary>How events reach the domain now (it changes under <see cref="Lock"/> on init_control and reset).</summary>
+    public IEventDelivery Delivery => Volatile.Read(ref _delivery);
+
+    /// <summary>The FIFO ABI's state once the domain has switched to it.</summary>
+    internal FifoEvents? Fifo => Delivery as FifoEvents;
 
     /// <summary>Ports in use (not counting the reserved port 0).</summary>
     public int ActiveCount => Volatile.Read(ref _active);
 
-    /// <summary>Highest port this domain may use (Xen's max_evtchn_port).</summary>
-    public int MaxPort => _maxPort;
+    /// <summary>
+    /// Highest port this domain may use: its own limit (Xen's max_evtchn_port) and the ABI's
+    /// (max_evtchns: 4096 ports for 2-level, 2^17 for FIFO, whether or not their event words exist yet).
+    /// </summary>
+    public int MaxPort => Math.Min(_portLimit, (Delivery is FifoEvents ? EventChannel.EVTCHN_FIFO_NR_CHANNELS : EventChannel.EVTCHN_2L_NR_CHANNELS) - 1);
 
     /// <summary>Ports below this have been allocated at some time (Xen's valid_evtchns).</summary>
     public int ValidPorts => Volatile.Read(ref _channels).Length;
 
     public static bool VirqIsGlobal(int virq) => virq is not (Xen.VIRQ_TIMER or Xen.VIRQ_DEBUG or Xen.VIRQ_XENOPROF or Xen.VIRQ_XENPMU);
 
-    internal bool IsValid(uint port) => port <= (uint)_maxPort && port < (uint)_channels.Length;
+    internal bool IsValid(uint port) => port <= (uint)MaxPort && port < (uint)_channels.Length;
 
     internal ref Channel At(uint port) => ref _channels[port];
 
@@ -383,7 +393,7 @@ internal sealed class EventChannelTable
         }
     }
 
-    /// <summary>EVTCHNOP_unmask.</summary>
+    /// <summary>EVTCHNOP_unmask: only a port in use is unmasked (evtchn_port_unmask checks evtchn_usable).</summary>
     public long Unmask(uint port)
     {
         lock (Lock)
@@ -393,8 +403,128 @@ internal sealed class EventChannelTable
                 return -(long)Errno.EINVAL;
             }
 
-            Delivery.Unmask(_channels[port].NotifyVcpu, port);
+            if (IsUsable(_channels[port].State))
+            {
+                Delivery.Unmask(_channels[port].NotifyVcpu, port);
+            }
+
             return 0;
+        }
+    }
+
+    /// <summary>
+    /// EVTCHNOP_init_control (Xen's evtchn_fifo_init_control): -ENOENT for a vCPU the domain does
+    /// not have; the control block must fit in the page and be 8-byte aligned (-EINVAL). The first
+    /// one switches the domain to the FIFO ABI, carrying bound ports' pending state across
+    /// (setup_ports); if it fails the domain stays on 2-level. Later ones register further vCPUs.
+    /// </summary>
+    public long InitControl(uint vcpu, ulong gfn, uint offset)
+    {
+        if (vcpu >= (uint)_domain.Vcpus.Length)
+        {
+            return -(long)Errno.ENOENT;
+        }
+
+        if (offset > (uint)(Memory.MachineMemory.PageSize - FifoEvents.ControlBlockSize) || (offset & 7) != 0)
+        {
+            return -(long)Errno.EINVAL;
+        }
+
+        lock (Lock)
+        {
+            if (Delivery is FifoEvents fifo)
+            {
+                return fifo.MapControlBlock((int)vcpu, gfn, offset);
+            }
+
+            if (Delivery is not TwoLevelEvents twoLevel)
+            {
+                return -(long)Errno.ENOSYS; // the host's own ports are not delivered through guest memory
+            }
+
+            var previousPorts = MaxPort + 1;
+            var created = new FifoEvents(_domain, this, Math.Min(_portLimit, EventChannel.EVTCHN_FIFO_NR_CHANNELS - 1) + 1);
+            var rc = created.MapControlBlock((int)vcpu, gfn, offset);
+            if (rc < 0)
+            {
+                created.Destroy();
+                return rc;
+            }
+
+            Volatile.Write(ref _delivery, created);
+            created.SetupPorts(previousPorts, twoLevel.IsPending);
+            return 0;
+        }
+    }
+
+    /// <summary>EVTCHNOP_expand_array (evtchn_fifo_expand_array): -EOPNOTSUPP until the domain uses the FIFO ABI.</summary>
+    public long ExpandArray(ulong gfn)
+    {
+        lock (Lock)
+        {
+            return Delivery is FifoEvents fifo ? fifo.AddPage(gfn) : -(long)Errno.EOPNOTSUPP;
+        }
+    }
+
+    /// <summary>
+    /// EVTCHNOP_set_priority (evtchn_set_priority, evtchn_port_set_priority): -EINVAL for an invalid
+    /// port, -ENOSYS under the 2-level ABI (it has no priorities), -EACCES for a port not in use,
+    /// then the FIFO rules.
+    /// </summary>
+    public long SetPriority(uint port, uint priority)
+    {
+        lock (Lock)
+        {
+            if (!IsValid(port))
+            {
+                return -(long)Errno.EINVAL;
+            }
+
+            if (Delivery is not FifoEvents fifo)
+            {
+                return -(long)Errno.ENOSYS;
+            }
+
+            if (!IsUsable(_channels[port].State))
+            {
+                return -(long)Errno.EACCES;
+            }
+
+            return fifo.SetPriority(port, priority);
+        }
+    }
+
+    /// <summary>
+    /// EVTCHNOP_reset (Xen's evtchn_reset): closes every port; if none is left open (-EAGAIN
+    /// otherwise: something bound meanwhile), a FIFO domain lets go of its control blocks and event
+    /// array and is back on the 2-level ABI.
+    /// </summary>
+    public long Reset()
+    {
+        CloseAll();
+        lock (Lock)
+        {
+            if (ActiveCount > 0)
+            {
+                return -(long)Errno.EAGAIN;
+            }
+
+            if (Delivery is FifoEvents fifo)
+            {
+                fifo.Destroy();
+                Volatile.Write(ref _delivery, new TwoLevelEvents(_domain));
+            }
+
+            return 0;
+        }
+    }
+
+    /// <summary>Drops the FIFO ABI's hold on guest frames (Xen's evtchn_fifo_destroy at domain teardown).</summary>
+    internal void ReleaseGuestFrames()
+    {
+        lock (Lock)
+        {
+            Fifo?.Destroy();
         }
     }
 
@@ -443,25 +573,32 @@ internal sealed class EventChannelTable
             return -(int)Errno.EINVAL;
         }
 
-        for (var port = 1; port <= _maxPort; port++)
+        var maxPort = MaxPort;
+        var delivery = Delivery;
+        for (var port = 1; port <= maxPort; port++)
         {
             if (port >= _channels.Length)
             {
-                var grown = new Channel[Math.Min(_channels.Length * 2, _maxPort + 1)];
+                var grown = new Channel[Math.Min(_channels.Length * 2, maxPort + 1)];
                 _channels.CopyTo(grown, 0);
                 Volatile.Write(ref _channels, grown);
             }
 
-            if (_channels[port].State == ChannelState.Free)
+            // A free port still queued in the guest's FIFO is busy until the guest unlinks it.
+            if (_channels[port].State == ChannelState.Free && !delivery.IsBusy((uint)port))
             {
                 _channels[port] = default;
                 Interlocked.Increment(ref _active);
+                delivery.InitPort((uint)port);
                 return port;
             }
         }
 
         return -(int)Errno.ENOSPC;
     }
+
+    /// <summary>Xen's evtchn_usable: a port in use by the guest (not free, not reserved).</summary>
+    private static bool IsUsable(ChannelState state) => state is not (ChannelState.Free or ChannelState.Reserved);
 
     private void FreeLocked(uint port)
     {

@@ -8,8 +8,8 @@ namespace Paravirt.Core.Hypercalls;
 /// <c>__HYPERVISOR_event_channel_op(cmd, arg)</c> with Xen 4.17's sub-ops and errnos for a domU
 /// (xen/common/event_channel.c: do_event_channel_op). Operations on another domain's table
 /// (alloc_unbound, status, reset with a foreign <c>dom</c>) need privilege over it: -EPERM; an
-/// unknown domain is -ESRCH. The FIFO ABI (init_control, expand_array, set_priority) is not
-/// implemented yet and answers -ENOSYS, which guests treat as "2-level only".
+/// unknown domain is -ESRCH. init_control, expand_array and set_priority are the FIFO ABI
+/// (<see cref="FifoEvents"/>); reset also takes a FIFO domain back to 2-level.
 /// </summary>
 internal static class EventChannelOp
 {
@@ -164,9 +164,31 @@ internal static class EventChannelOp
                         return Result.Err(Errno.EPERM);
                     }
 
-                    target.Events.CloseAll();
-                    return Result.Ok;
+                    return target.Events.Reset();
                 }
+
+            case EventChannel.EVTCHNOP_init_control:
+                {
+                    if (!vcpu.TryCopyFrom(arg, out evtchn_init_control ic))
+                    {
+                        return Result.Err(Errno.EFAULT);
+                    }
+
+                    ic.link_bits = EventChannel.EVTCHN_FIFO_LINK_BITS;
+                    var rc = domain.Events.InitControl(ic.vcpu, ic.control_gfn, ic.offset);
+                    if (rc < 0)
+                    {
+                        return rc;
+                    }
+
+                    return vcpu.TryCopyTo(arg, ic) ? Result.Ok : Result.Err(Errno.EFAULT);
+                }
+
+            case EventChannel.EVTCHNOP_expand_array:
+                return vcpu.TryCopyFrom(arg, out evtchn_expand_array ea) ? domain.Events.ExpandArray(ea.array_gfn) : Result.Err(Errno.EFAULT);
+
+            case EventChannel.EVTCHNOP_set_priority:
+                return vcpu.TryCopyFrom(arg, out evtchn_set_priority sp) ? domain.Events.SetPriority(sp.port, sp.priority) : Result.Err(Errno.EFAULT);
 
             default:
                 return Result.Err(Errno.ENOSYS);
