@@ -51,6 +51,11 @@ internal static class DomainBuilder
         // with xc_domain_set_memmap_limit; XENMEM_memory_map returns it.
         domain.MemoryMap = [new E820Entry { addr = 0, size = (ulong)domain.MaxPages << MachineMemory.PageShift, type = E820Entry.E820_RAM }];
         SetUpSharedInfo(domain);
+        if (!domain.Grants.Initialise())
+        {
+            throw new InvalidOperationException($"domain '{domain.Name}': no machine frame left for its grant table");
+        }
+
         if (domain.IsTranslated)
         {
             p2mFrames = 0;

@@ -40,7 +40,11 @@ public sealed class Domain
         }
 
         Events = new Events.EventChannelTable(this);
+        Grants = new Grants.DomainGrantTable(this);
     }
+
+    /// <summary>The domain's grant table (its grants to others, and the grants it has mapped).</summary>
+    internal Grants.DomainGrantTable Grants { get; }
 
     /// <summary>The domain's event channels.</summary>
     internal Events.EventChannelTable Events { get; }
@@ -241,6 +245,9 @@ public sealed class Domain
             }
 
             Events.ReleaseGuestFrames();
+
+            // What this domain mapped from others goes first (gnttab_release_mappings), then its memory.
+            Paravirt.Core.Grants.GrantOps.ReleaseMappings(this);
             ReleaseMemory();
         }
 
@@ -685,6 +692,19 @@ public sealed class Domain
                 return Errno.ENOENT;
             }
 
+            if (type is P2mType.GrantMapRw or P2mType.GrantMapRo)
+            {
+                // Another domain's frame: only the slot goes (its m2p is the owner's); the grant
+                // mapping itself stays until unmapped or the domain dies, as in Xen.
+                PhysMap.Clear(gfn);
+                if (gfn >= (ulong)PhysMap.DenseFrames)
+                {
+                    UnchargeExtraPhysmap();
+                }
+
+                return null;
+            }
+
             UnmapSlotLocked(gfn, mfn);
             if (type == P2mType.Ram)
             {
@@ -706,6 +726,19 @@ public sealed class Domain
             if (!PhysMap.TryLookup(gfn, out var mfn, out var type))
             {
                 return Errno.ENOENT;
+            }
+
+            if (type is P2mType.GrantMapRw or P2mType.GrantMapRo)
+            {
+                // Another domain's frame: only the slot goes (its m2p is the owner's); the grant
+                // mapping itself stays until unmapped or the domain dies, as in Xen.
+                PhysMap.Clear(gfn);
+                if (gfn >= (ulong)PhysMap.DenseFrames)
+                {
+                    UnchargeExtraPhysmap();
+                }
+
+                return null;
             }
 
             UnmapSlotLocked(gfn, mfn);
@@ -731,12 +764,38 @@ public sealed class Domain
             return Errno.EINVAL;
         }
 
+        // gnttab_map_frame_begin: the frame (grown into existence if need be) is held across the change.
+        ulong grantMfn = 0;
+        if (space == XenMem.XENMAPSPACE_grant_table && Grants.AcquireFrameForPhysmap(idx, out grantMfn) is { } grantError)
+        {
+            return grantError;
+        }
+
+        try
+        {
+            return AddToPhysmapLocked(space, idx, gpfn, grantMfn);
+        }
+        finally
+        {
+            if (space == XenMem.XENMAPSPACE_grant_table)
+            {
+                Hypervisor.Frames.Put(grantMfn);
+            }
+        }
+    }
+
+    private Errno? AddToPhysmapLocked(uint space, ulong idx, ulong gpfn, ulong grantMfn)
+    {
         lock (_memoryLock)
         {
             ulong mfn;
             P2mType type;
             switch (space)
             {
+                case XenMem.XENMAPSPACE_grant_table:
+                    mfn = grantMfn;
+                    type = P2mType.Shared;
+                    break;
                 case XenMem.XENMAPSPACE_shared_info when idx == 0 && SharedInfo is not null:
                     mfn = SharedInfo.Mfn;
                     type = P2mType.Shared;
@@ -765,6 +824,11 @@ public sealed class Domain
                 return null; // already there
             }
 
+            if (slotTaken && prevType is P2mType.GrantMapRw or P2mType.GrantMapRo)
+            {
+                return Errno.EPERM; // p2m_add_page will not replace a grant mapping
+            }
+
             if (!slotTaken && gpfn >= (ulong)PhysMap.DenseFrames && !TryChargeExtraPhysmap())
             {
                 return Errno.ENOMEM;
@@ -787,6 +851,79 @@ public sealed class Domain
             PhysMap.Set(gpfn, mfn, type);
             frames.SetMachineToPhys(mfn, gpfn);
             return null;
+        }
+    }
+
+    /// <summary>
+    /// create_grant_p2m_mapping: puts another domain's frame at <paramref name="gfn"/> as a grant
+    /// mapping. RAM there leaves the physmap but stays the domain's; a hypervisor page is unhooked;
+    /// another grant mapping is not replaced (false, as p2m_add_page refuses); a new slot above
+    /// RAM counts against the extra-physmap limit.
+    /// </summary>
+    internal bool MapGrantFrame(ulong gfn, ulong mfn, bool readOnly)
+    {
+        if (gfn > PhysMap.MaxGfn)
+        {
+            return false;
+        }
+
+        lock (_memoryLock)
+        {
+            var taken = PhysMap.TryLookup(gfn, out var oldMfn, out var oldType);
+            if (taken && oldType is P2mType.GrantMapRw or P2mType.GrantMapRo)
+            {
+                return false;
+            }
+
+            if (!taken && gfn >= (ulong)PhysMap.DenseFrames && !TryChargeExtraPhysmap())
+            {
+                return false;
+            }
+
+            if (taken)
+            {
+                Hypervisor.Frames.SetMachineToPhys(oldMfn, FrameTable.InvalidGfn);
+                if (oldType == P2mType.Ram)
+                {
+                    _unmappedRam.Add(oldMfn);
+                }
+            }
+
+            PhysMap.Set(gfn, mfn, readOnly ? P2mType.GrantMapRo : P2mType.GrantMapRw);
+            return true;
+        }
+    }
+
+    /// <summary>replace_grant_p2m_mapping: removes the grant mapping of <paramref name="mfn"/> at <paramref name="gfn"/>; false if the slot holds anything else.</summary>
+    internal bool UnmapGrantFrame(ulong gfn, ulong mfn)
+    {
+        lock (_memoryLock)
+        {
+            if (!PhysMap.TryLookup(gfn, out var mapped, out var type) || mapped != mfn || type is not (P2mType.GrantMapRw or P2mType.GrantMapRo))
+            {
+                return false;
+            }
+
+            PhysMap.Clear(gfn);
+            if (gfn >= (ulong)PhysMap.DenseFrames)
+            {
+                UnchargeExtraPhysmap();
+            }
+
+            return true;
+        }
+    }
+
+    /// <summary>Takes a hypervisor page of the domain's (a grant status frame being freed) out of the physmap slot it was placed in.</summary>
+    internal void UnmapSharedFrame(ulong mfn)
+    {
+        lock (_memoryLock)
+        {
+            var gfn = Hypervisor.Frames.MachineToPhys(mfn);
+            if (gfn != FrameTable.InvalidGfn && PhysMap.TryLookup(gfn, out var mapped, out var type) && mapped == mfn && type == P2mType.Shared)
+            {
+                UnmapSlotLocked(gfn, mfn);
+            }
         }
     }
 
@@ -842,5 +979,7 @@ public sealed class Domain
             Hypervisor.Frames.Release(SharedInfo.Mfn);
             SharedInfo = null;
         }
+
+        Grants.ReleaseFrames();
     }
 }

@@ -60,7 +60,11 @@ public sealed class Hypervisor : IDisposable
         HostDomain = new Domain(this, 0, new DomainConfig { Name = "Domain-0", MemoryMiB = 0, Vcpus = 1 });
         HostDomain.MarkHostRunning();
         Host = new Events.HostEvents(this);
+        HostGrants = new Grants.HostGrants(this);
     }
+
+    /// <summary>The host's (domain 0's) grant access to guests, as backends use it: map and copy.</summary>
+    public Grants.HostGrants HostGrants { get; }
 
     /// <summary>The host's side of event channels with guests (the host is domain 0).</summary>
     public Events.HostEvents Host { get; }
@@ -220,7 +224,7 @@ public sealed class Hypervisor : IDisposable
             throw new ArgumentException($"domain '{config.Name}': the command line must be shorter than {Abi.Xen.MAX_GUEST_CMDLINE} bytes", nameof(config));
         }
 
-        var need = (long)config.MemoryMiB * 256 + 1;
+        var need = (long)config.MemoryMiB * 256 + 2; // RAM, shared_info, the first grant frame
         if (need > Frames.FreeFrames)
         {
             throw new InvalidOperationException($"cannot create domain '{config.Name}': it needs {need} frames and the host has {Frames.FreeFrames} free");

@@ -48,6 +48,7 @@ public sealed class HypercallTable
         t.Register(Xen.__HYPERVISOR_memory_op, MemoryOp.Handle);
         t.Register(Xen.__HYPERVISOR_vcpu_op, VcpuOp.Handle);
         t.Register(Xen.__HYPERVISOR_set_timer_op, SetTimerOp.Handle);
+        t.Register(Xen.__HYPERVISOR_grant_table_op, GrantTableOp.Handle);
         return t;
     }
 

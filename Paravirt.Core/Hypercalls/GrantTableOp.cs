@@ -1,0 +1,408 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Paravirt.Core.Abi;
+using Paravirt.Core.Domains;
+using Paravirt.Core.Grants;
+using Paravirt.Core.Memory;
+
+namespace Paravirt.Core.Hypercalls;
+
+/// <summary>
+/// <c>__HYPERVISOR_grant_table_op(cmd, uop, count)</c> as Xen 4.17 answers a domU
+/// (xen/common/grant_table.c: do_grant_table_op). Batched ops are copied in one at a time, handled,
+/// and their status (a GNTST_* value) written back; a fault on the array ends the call with
+/// -EFAULT. Hypercall-level refusals are errnos: a negative count or continuation bits in
+/// <c>cmd</c> are -EINVAL, an unknown sub-op (GNTTABOP_dump_table is not dispatched by 4.17)
+/// -ENOSYS. Xen preempts long batches with a continuation; a managed vCPU needs none, and every
+/// loop here ends at the first op it cannot read, so it is bounded by the caller's memory.
+/// GNTTABOP_transfer answers -EOPNOTSUPP, as Xen does when built or booted without grant transfer.
+/// </summary>
+internal static class GrantTableOp
+{
+    /// <summary>GNTTABOP_CONTINUATION_ARG_SHIFT: bits above it in cmd are the cache_flush continuation.</summary>
+    public const int ContinuationShift = 12;
+
+    private const uint CmdMask = (1u << ContinuationShift) - 1;
+
+    private static readonly ulong UnmapStatusOffset = (ulong)Marshal.OffsetOf<gnttab_unmap_grant_ref>(nameof(gnttab_unmap_grant_ref.status));
+    private static readonly ulong ReplaceStatusOffset = (ulong)Marshal.OffsetOf<gnttab_unmap_and_replace>(nameof(gnttab_unmap_and_replace.status));
+    private static readonly ulong SetupStatusOffset = (ulong)Marshal.OffsetOf<gnttab_setup_table>(nameof(gnttab_setup_table.status));
+    private static readonly ulong StatusFramesStatusOffset = (ulong)Marshal.OffsetOf<gnttab_get_status_frames>(nameof(gnttab_get_status_frames.status));
+    private static readonly ulong VersionOffset = (ulong)Marshal.OffsetOf<gnttab_get_version>(nameof(gnttab_get_version.version));
+    private static readonly ulong SwapStatusOffset = (ulong)Marshal.OffsetOf<gnttab_swap_grant_ref>(nameof(gnttab_swap_grant_ref.status));
+    private static readonly ulong CopyStatusOffset = (ulong)Marshal.OffsetOf<gnttab_copy>(nameof(gnttab_copy.status));
+
+    public static long Handle(Vcpu vcpu, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5)
+    {
+        // cmd and count are unsigned ints in Xen's prototype: the upper halves of the registers are not looked at.
+        var rawCmd = (uint)a1;
+        var count = (uint)a3;
+        var uop = a2;
+        if ((int)count < 0)
+        {
+            return Result.Err(Errno.EINVAL);
+        }
+
+        var cmd = rawCmd & CmdMask;
+        var opaque = rawCmd & ~CmdMask;
+        if (cmd != GrantTable.GNTTABOP_cache_flush && opaque != 0)
+        {
+            return Result.Err(Errno.EINVAL);
+        }
+
+        return (int)cmd switch
+        {
+            GrantTable.GNTTABOP_map_grant_ref => MapGrantRef(vcpu, uop, count),
+            GrantTable.GNTTABOP_unmap_grant_ref => UnmapGrantRef(vcpu, uop, count),
+            GrantTable.GNTTABOP_unmap_and_replace => UnmapAndReplace(vcpu, uop, count),
+            GrantTable.GNTTABOP_setup_table => SetupTable(vcpu, uop, count),
+            GrantTable.GNTTABOP_transfer => Result.Err(Errno.EOPNOTSUPP),
+            GrantTable.GNTTABOP_copy => Copy(vcpu, uop, count),
+            GrantTable.GNTTABOP_query_size => QuerySize(vcpu, uop, count),
+            GrantTable.GNTTABOP_set_version => SetVersion(vcpu, uop),
+            GrantTable.GNTTABOP_get_status_frames => GetStatusFrames(vcpu, uop, count),
+            GrantTable.GNTTABOP_get_version => GetVersion(vcpu, uop),
+            GrantTable.GNTTABOP_swap_grant_ref => SwapGrantRef(vcpu, uop, count),
+            GrantTable.GNTTABOP_cache_flush => CacheFlush(vcpu, uop, count, opaque >> ContinuationShift),
+            _ => Result.Err(Errno.ENOSYS),
+        };
+    }
+
+    private static ulong Element<T>(ulong array, uint i)
+        where T : unmanaged => array + ((ulong)i * (ulong)Unsafe.SizeOf<T>());
+
+    /// <summary>rcu_lock_domain_by_any_id plus the dummy XSM's XSM_TARGET: only the caller itself passes.</summary>
+    private enum Target
+    {
+        Self,
+        Other,
+        Missing,
+    }
+
+    private static Target Resolve(Vcpu vcpu, ushort domid)
+    {
+        var self = vcpu.Domain;
+        if (domid == Xen.DOMID_SELF || domid == self.Id)
+        {
+            return Target.Self;
+        }
+
+        return self.Hypervisor.FindDomain(domid) is null ? Target.Missing : Target.Other;
+    }
+
+    private static long MapGrantRef(Vcpu vcpu, ulong uop, uint count)
+    {
+        var domain = vcpu.Domain;
+        for (var i = 0u; i < count; i++)
+        {
+            var at = Element<gnttab_map_grant_ref>(uop, i);
+            if (!vcpu.TryCopyFrom(at, out gnttab_map_grant_ref op))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+
+            // rcu_lock_domain_by_id: DOMID_SELF is not an id.
+            var granter = op.dom == domain.Id ? domain : domain.Hypervisor.FindDomain(op.dom);
+            var rc = GrantOps.Map(domain, granter, op.@ref, op.flags, op.host_addr, out var handle, out var mfn);
+            op.status = (short)rc;
+            if (rc == GrantStatus.Okay)
+            {
+                op.handle = handle;
+                op.dev_bus_addr = mfn << MachineMemory.PageShift;
+            }
+
+            if (!vcpu.TryCopyTo(at, op))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+        }
+
+        return Result.Ok;
+    }
+
+    private static long UnmapGrantRef(Vcpu vcpu, ulong uop, uint count)
+    {
+        for (var i = 0u; i < count; i++)
+        {
+            var at = Element<gnttab_unmap_grant_ref>(uop, i);
+            if (!vcpu.TryCopyFrom(at, out gnttab_unmap_grant_ref op))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+
+            var rc = GrantOps.Unmap(vcpu.Domain, op.handle, op.host_addr, op.dev_bus_addr);
+            if (!vcpu.TryCopyTo(at + UnmapStatusOffset, (short)rc))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+        }
+
+        return Result.Ok;
+    }
+
+    /// <summary>
+    /// unmap_and_replace: a translated mapper's replace_grant_p2m_mapping refuses a non-zero
+    /// new_addr (GNTST_general_error); with new_addr 0 it is a plain host unmap.
+    /// </summary>
+    private static long UnmapAndReplace(Vcpu vcpu, ulong uop, uint count)
+    {
+        for (var i = 0u; i < count; i++)
+        {
+            var at = Element<gnttab_unmap_and_replace>(uop, i);
+            if (!vcpu.TryCopyFrom(at, out gnttab_unmap_and_replace op))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+
+            var rc = op.new_addr != 0 && op.host_addr != 0 && vcpu.Domain.IsTranslated
+                ? GrantStatus.GeneralError
+                : GrantOps.Unmap(vcpu.Domain, op.handle, op.host_addr, 0);
+            if (!vcpu.TryCopyTo(at + ReplaceStatusOffset, (short)rc))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+        }
+
+        return Result.Ok;
+    }
+
+    private static long SetupTable(Vcpu vcpu, ulong uop, uint count)
+    {
+        if (count != 1)
+        {
+            return Result.Err(Errno.EINVAL);
+        }
+
+        if (!vcpu.TryCopyFrom(uop, out gnttab_setup_table op))
+        {
+            return Result.Err(Errno.EFAULT);
+        }
+
+        GrantStatus status;
+        switch (Resolve(vcpu, op.dom))
+        {
+            case Target.Missing:
+                status = GrantStatus.BadDomain;
+                break;
+            case Target.Other:
+                status = GrantStatus.PermissionDenied;
+                break;
+            default:
+                status = vcpu.Domain.Grants.SetupTable(op.nr_frames, out var frames);
+                for (var i = 0u; status == GrantStatus.Okay && i < frames.Length; i++)
+                {
+                    if (!vcpu.TryCopyTo(op.frame_list + (i * 8UL), frames[i]))
+                    {
+                        status = GrantStatus.BadVirtAddr;
+                    }
+                }
+
+                break;
+        }
+
+        return vcpu.TryCopyTo(uop + SetupStatusOffset, (short)status) ? Result.Ok : Result.Err(Errno.EFAULT);
+    }
+
+    private static long QuerySize(Vcpu vcpu, ulong uop, uint count)
+    {
+        if (count != 1)
+        {
+            return Result.Err(Errno.EINVAL);
+        }
+
+        if (!vcpu.TryCopyFrom(uop, out gnttab_query_size op))
+        {
+            return Result.Err(Errno.EFAULT);
+        }
+
+        switch (Resolve(vcpu, op.dom))
+        {
+            case Target.Missing:
+                op.status = GrantTable.GNTST_bad_domain;
+                break;
+            case Target.Other:
+                op.status = GrantTable.GNTST_permission_denied;
+                break;
+            default:
+                var grants = vcpu.Domain.Grants;
+                op.nr_frames = (uint)grants.FrameCount;
+                op.max_nr_frames = (uint)grants.MaxFrames;
+                op.status = GrantTable.GNTST_okay;
+                break;
+        }
+
+        return vcpu.TryCopyTo(uop, op) ? Result.Ok : Result.Err(Errno.EFAULT);
+    }
+
+    private static long SetVersion(Vcpu vcpu, ulong uop)
+    {
+        if (!vcpu.TryCopyFrom(uop, out gnttab_set_version op))
+        {
+            return Result.Err(Errno.EFAULT);
+        }
+
+        var error = vcpu.Domain.Grants.SetVersion(op.version, out var current);
+        op.version = current;
+        if (!vcpu.TryCopyTo(uop, op))
+        {
+            return Result.Err(Errno.EFAULT);
+        }
+
+        return error is { } e ? Result.Err(e) : Result.Ok;
+    }
+
+    private static long GetStatusFrames(Vcpu vcpu, ulong uop, uint count)
+    {
+        if (count != 1)
+        {
+            return Result.Err(Errno.EINVAL);
+        }
+
+        if (!vcpu.TryCopyFrom(uop, out gnttab_get_status_frames op))
+        {
+            return Result.Err(Errno.EFAULT);
+        }
+
+        GrantStatus status;
+        switch (Resolve(vcpu, op.dom))
+        {
+            case Target.Missing:
+                status = GrantStatus.BadDomain;
+                break;
+            case Target.Other:
+                status = GrantStatus.PermissionDenied;
+                break;
+            default:
+                status = vcpu.Domain.Grants.GetStatusFrames(op.nr_frames, out var frames);
+                for (var i = 0u; status == GrantStatus.Okay && i < frames.Length; i++)
+                {
+                    if (!vcpu.TryCopyTo(op.frame_list + (i * 8UL), frames[i]))
+                    {
+                        status = GrantStatus.BadVirtAddr;
+                    }
+                }
+
+                break;
+        }
+
+        return vcpu.TryCopyTo(uop + StatusFramesStatusOffset, (short)status) ? Result.Ok : Result.Err(Errno.EFAULT);
+    }
+
+    private static long GetVersion(Vcpu vcpu, ulong uop)
+    {
+        if (!vcpu.TryCopyFrom(uop, out gnttab_get_version op))
+        {
+            return Result.Err(Errno.EFAULT);
+        }
+
+        return Resolve(vcpu, op.dom) switch
+        {
+            Target.Missing => Result.Err(Errno.ESRCH),
+            Target.Other => Result.Err(Errno.EPERM),
+            _ => vcpu.TryCopyTo(uop + VersionOffset, (uint)vcpu.Domain.Grants.Version) ? Result.Ok : Result.Err(Errno.EFAULT),
+        };
+    }
+
+    private static long SwapGrantRef(Vcpu vcpu, ulong uop, uint count)
+    {
+        for (var i = 0u; i < count; i++)
+        {
+            var at = Element<gnttab_swap_grant_ref>(uop, i);
+            if (!vcpu.TryCopyFrom(at, out gnttab_swap_grant_ref op))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+
+            var rc = vcpu.Domain.Grants.Swap(op.ref_a, op.ref_b);
+            if (!vcpu.TryCopyTo(at + SwapStatusOffset, (short)rc))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+        }
+
+        return Result.Ok;
+    }
+
+    private static long Copy(Vcpu vcpu, ulong uop, uint count)
+    {
+        for (var i = 0u; i < count; i++)
+        {
+            var at = Element<gnttab_copy>(uop, i);
+            if (!vcpu.TryCopyFrom(at, out gnttab_copy op))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+
+            var source = new GrantOps.CopyEnd(op.source.domid, (op.flags & GrantTable.GNTCOPY_source_gref) != 0, op.source.u.@ref, op.source.u.gmfn, op.source.offset);
+            var dest = new GrantOps.CopyEnd(op.dest.domid, (op.flags & GrantTable.GNTCOPY_dest_gref) != 0, op.dest.u.@ref, op.dest.u.gmfn, op.dest.offset);
+            var rc = GrantOps.Copy(vcpu.Domain, source, dest, op.len);
+            if (!vcpu.TryCopyTo(at + CopyStatusOffset, (short)rc))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+        }
+
+        return Result.Ok;
+    }
+
+    /// <summary>
+    /// gnttab_cache_flush on x86: arguments checked as _cache_flush does; the frame (a machine
+    /// address) must be the caller's or one of a grant it has mapped; a clean (with or without
+    /// invalidate) succeeds, an invalidate alone is -EOPNOTSUPP (x86's invalidate_dcache_va_range).
+    /// </summary>
+    private static long CacheFlush(Vcpu vcpu, ulong uop, uint count, uint continuation)
+    {
+        var domain = vcpu.Domain;
+        var frames = domain.Hypervisor.Frames;
+        for (var i = 0u; i < count; i++)
+        {
+            if (!vcpu.TryCopyFrom(Element<gnttab_cache_flush>(uop, i), out gnttab_cache_flush op))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+
+            if (op.offset >= MachineMemory.PageSize || op.length > MachineMemory.PageSize || op.offset + op.length > MachineMemory.PageSize
+                || (op.op & ~(GrantTable.GNTTAB_CACHE_INVAL | GrantTable.GNTTAB_CACHE_CLEAN)) != 0)
+            {
+                return Result.Err(Errno.EINVAL);
+            }
+
+            if (op.length == 0 || op.op == 0)
+            {
+                if (continuation != 0)
+                {
+                    return Result.Err(Errno.EILSEQ);
+                }
+
+                continue;
+            }
+
+            var mfn = op.a.dev_bus_addr >> MachineMemory.PageShift;
+            if (!frames.IsValid(mfn))
+            {
+                return Result.Err(Errno.EINVAL);
+            }
+
+            var owner = frames.OwnerOf(mfn);
+            var ownerDomain = owner == FrameTable.NoOwner ? null : domain.Hypervisor.FindDomain(owner);
+            if (ownerDomain is null)
+            {
+                return Result.Err(Errno.EPERM);
+            }
+
+            if (ownerDomain != domain && !ownerDomain.Grants.IsPinnedBy(domain.Id, mfn))
+            {
+                return Result.Err(Errno.EINVAL);
+            }
+
+            if (op.op == GrantTable.GNTTAB_CACHE_INVAL)
+            {
+                return Result.Err(Errno.EOPNOTSUPP);
+            }
+
+            continuation = 0;
+        }
+
+        return Result.Ok;
+    }
+}
