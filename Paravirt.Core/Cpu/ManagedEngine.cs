@@ -85,7 +85,11 @@ internal sealed class ManagedCpu : IGuestCpu
         EnsureRunnable();
         var result = _table.Dispatch(_vcpu, nr, rdi, rsi, rdx, r10, r8);
         EnsureRunnable();
-        DeliverUpcalls();
+        if (_vcpu.UpcallDeliverable())
+        {
+            DeliverUpcalls();
+        }
+
         return result;
     }
 
@@ -118,7 +122,14 @@ internal sealed class ManagedCpu : IGuestCpu
 
     private void EnsureRunnable()
     {
-        if (!_domain.IsAlive || (_domain.State == DomainState.Paused && !_domain.WaitWhilePaused()))
+        var state = _domain.State;
+        if (state <= DomainState.Running && _vcpu.IsUp)
+        {
+            return; // the hot path (Created or Running, vCPU up): one read of each
+        }
+
+        if (state is not (DomainState.Created or DomainState.Running or DomainState.Paused)
+            || (state == DomainState.Paused && !_domain.WaitWhilePaused()))
         {
             throw new VcpuExitException();
         }

@@ -39,6 +39,7 @@ public sealed class Domain
             Vcpus[i] = new Vcpu(this, i);
         }
 
+        Meter = new DomainMeter(Vcpus.Length);
         Events = new Events.EventChannelTable(this);
         Grants = new Grants.DomainGrantTable(this);
     }
@@ -78,7 +79,7 @@ public sealed class Domain
 
     public DomainConsole Console { get; }
 
-    public DomainMeter Meter { get; } = new();
+    public DomainMeter Meter { get; }
 
     public IReadOnlyList<Vcpu> VcpuList => Vcpus;
 

@@ -10,22 +10,46 @@ public sealed class DomainMeter
     /// <summary>Slots in the hypercall table (Xen's NR_hypercalls).</summary>
     public const int HypercallSlots = 64;
 
-    private readonly long[] _hypercalls = new long[HypercallSlots + 1];
+    // One row of counters per vCPU, each written only by that vCPU's thread (a plain increment on
+    // the hypercall path; no interlocked operation), summed when read.
+    private readonly long[][] _hypercalls;
     private long _eventsSent;
     private long _eventsReceived;
     private long _timerInterrupts;
 
+    internal DomainMeter(int vcpus)
+    {
+        _hypercalls = new long[Math.Max(vcpus, 1)][];
+        for (var i = 0; i < _hypercalls.Length; i++)
+        {
+            _hypercalls[i] = new long[HypercallSlots + 1];
+        }
+    }
+
     /// <summary>Hypercalls made with number <paramref name="nr"/>; numbers past the table count together under 64.</summary>
-    public long Hypercalls(int nr) => Interlocked.Read(ref _hypercalls[(uint)nr < HypercallSlots ? nr : HypercallSlots]);
+    public long Hypercalls(int nr)
+    {
+        var slot = (uint)nr < HypercallSlots ? nr : HypercallSlots;
+        long sum = 0;
+        foreach (var row in _hypercalls)
+        {
+            sum += Volatile.Read(ref row[slot]);
+        }
+
+        return sum;
+    }
 
     public long TotalHypercalls
     {
         get
         {
             long sum = 0;
-            for (var i = 0; i < _hypercalls.Length; i++)
+            foreach (var row in _hypercalls)
             {
-                sum += Interlocked.Read(ref _hypercalls[i]);
+                for (var i = 0; i < row.Length; i++)
+                {
+                    sum += Volatile.Read(ref row[i]);
+                }
             }
 
             return sum;
@@ -38,7 +62,12 @@ public sealed class DomainMeter
 
     public long TimerInterrupts => Interlocked.Read(ref _timerInterrupts);
 
-    internal void CountHypercall(ulong nr) => Interlocked.Increment(ref _hypercalls[nr < HypercallSlots ? (int)nr : HypercallSlots]);
+    /// <summary>Counts a hypercall on vCPU <paramref name="vcpu"/>'s row. Called only on that vCPU's own thread.</summary>
+    internal void CountHypercall(int vcpu, ulong nr)
+    {
+        ref var counter = ref _hypercalls[vcpu][nr < HypercallSlots ? (int)nr : HypercallSlots];
+        Volatile.Write(ref counter, counter + 1);
+    }
 
     internal void CountEventSent() => Interlocked.Increment(ref _eventsSent);
 

@@ -65,7 +65,7 @@ public sealed class HypercallTable
     /// <summary>Runs hypercall <paramref name="nr"/> for <paramref name="vcpu"/>.</summary>
     internal long Dispatch(Vcpu vcpu, ulong nr, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5)
     {
-        vcpu.Domain.Meter.CountHypercall(nr);
+        vcpu.Domain.Meter.CountHypercall(vcpu.Id, nr);
         if (nr >= Size || _handlers[nr] is not { } handler)
         {
             return -(long)Errno.ENOSYS;
