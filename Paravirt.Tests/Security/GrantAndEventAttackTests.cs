@@ -275,4 +275,94 @@ public sealed class GrantAndEventAttackTests : IDisposable
         endAfter.Should().BeTrue();
         _hv.HostGrants.MappingCount.Should().Be(0);
     }
+
+    [Fact]
+    public async Task MaptrackExhaustion_Is_GNTST_no_space_Per_Op_And_A_Freed_Handle_Is_Reusable()
+    {
+        // A classic PV mapper with one maptrack frame (512 handles) pins by device_map (no page tables needed).
+        const int Ops = 600;
+        var statuses = new short[Ops];
+        gnttab_unmap_grant_ref unmap = default;
+        gnttab_map_grant_ref again = default;
+        var mapper = _hv.CreateDomain(new DomainConfig { Name = "exhauster", MemoryMiB = 4, AutoTranslated = false, Limits = DomainLimits.Default with { MaxMaptrackFrames = 1 } });
+        var (a, doneA) = await GuestWithGrants("many", (g, table) =>
+        {
+            for (uint r = 1; r <= 3; r++)
+            {
+                GuestGrants.GrantV1(g, table, r, mapper.Id, GuestGrants.DataPage(g, (int)r, (byte)r), readOnly: true);
+                GuestGrants.GrantV1(g, table, r + 10, 0, GuestGrants.DataPage(g, (int)r, (byte)r), readOnly: true);
+            }
+        });
+        long rc = -1;
+        mapper.Start(new DelegateKernel((cpu, si) =>
+        {
+            var g = new GuestContext(cpu, si);
+            var ops = g.Scratch + 0x10000;
+            for (var i = 0; i < Ops; i++)
+            {
+                g.Cpu.Memory.Write(ops + ((ulong)i * 32), new gnttab_map_grant_ref { flags = GrantTable.GNTMAP_device_map | GrantTable.GNTMAP_readonly, @ref = 1 + ((uint)i % 3), dom = a.Id });
+            }
+
+            rc = g.Hypercall(Xen.__HYPERVISOR_grant_table_op, GrantTable.GNTTABOP_map_grant_ref, ops, Ops);
+            for (var i = 0; i < Ops; i++)
+            {
+                statuses[i] = g.Cpu.Memory.Read<gnttab_map_grant_ref>(ops + ((ulong)i * 32)).status;
+            }
+
+            var first = g.Cpu.Memory.Read<gnttab_map_grant_ref>(ops);
+            unmap = new gnttab_unmap_grant_ref { dev_bus_addr = first.dev_bus_addr, handle = first.handle };
+            GuestGrants.Op(g, GrantTable.GNTTABOP_unmap_grant_ref, ref unmap);
+            again = new gnttab_map_grant_ref { flags = GrantTable.GNTMAP_device_map | GrantTable.GNTMAP_readonly, @ref = 1, dom = a.Id };
+            GuestGrants.Op(g, GrantTable.GNTTABOP_map_grant_ref, ref again);
+            Domains.DomainLifecycleTests.ShutdownFrom(cpu, si, Sched.SHUTDOWN_poweroff);
+        }));
+        (await mapper.ExitWithinAsync()).State.Should().Be(DomainState.Shutdown);
+        mapper.Grants.MappingCount.Should().Be(512);
+        mapper.Destroy();
+
+        rc.Should().Be(0, "running out of handles is a per-op status, not an errno");
+        statuses[..512].Should().OnlyContain(s => s == GrantTable.GNTST_okay);
+        statuses[512..].Should().OnlyContain(s => s == GrantTable.GNTST_no_space, "max_maptrack_frames 1 is 512 handles");
+        unmap.status.Should().Be(GrantTable.GNTST_okay);
+        again.status.Should().Be(GrantTable.GNTST_okay, "a freed handle is reused");
+        using (var m = _hv.HostGrants.Map(a, 12, readOnly: true))
+        {
+            m.Bytes[0].Should().Be(2, "the granter's other grants still work for the host");
+        }
+
+        await Finish(a, doneA);
+        await HostAndOthersGoOn();
+    }
+
+    [Fact]
+    public async Task DestroyingADomainWithOutstandingMappings_KeepsFramesUntilLastUnmap()
+    {
+        var before = _hv.FreeFrames;
+        var (d, done) = await GuestWithGrants("dying", (g, table) =>
+        {
+            GuestGrants.GrantV1(g, table, 12, 0, GuestGrants.DataPage(g, 0, 0xC3));
+            GuestGrants.GrantV1(g, table, 13, 0, GuestGrants.DataPage(g, 1, 0xC4));
+        });
+        var rw = _hv.HostGrants.Map(d, 12, readOnly: false);
+        var ro = _hv.HostGrants.Map(d, 12, readOnly: true);
+        var other = _hv.HostGrants.Map(d, 13, readOnly: true);
+        await Finish(d, done);
+
+        _hv.FreeFrames.Should().Be(before - 2, "every frame came back except the two pages the host still maps");
+        rw.WritableBytes[0] = 0x01;
+        ro.Bytes[0].Should().Be(0x01, "both mappings still reach the same, not reused, page");
+        other.Bytes[..64].ToArray().Should().OnlyContain(b => b == 0xC4);
+        Status(() => _hv.HostGrants.Map(d, 12, readOnly: true)).Should().Be(GrantStatus.BadDomain);
+
+        rw.Dispose();
+        _hv.FreeFrames.Should().Be(before - 2, "ref 12's page is still mapped read-only");
+        ro.Bytes[1].Should().Be(0xC3);
+        ro.Dispose();
+        _hv.FreeFrames.Should().Be(before - 1, "the last mapping of ref 12's page went: it is free");
+        other.Dispose();
+        _hv.FreeFrames.Should().Be(before, "and the last of all");
+        _hv.HostGrants.MappingCount.Should().Be(0);
+        await HostAndOthersGoOn();
+        _hv.FreeFrames.Should().Be(before);
+    }
 }
