@@ -365,4 +365,167 @@ public sealed class GrantAndEventAttackTests : IDisposable
         await HostAndOthersGoOn();
         _hv.FreeFrames.Should().Be(before);
     }
+
+    private static long EvtOp<T>(GuestContext g, int cmd, ref T arg)
+        where T : unmanaged
+    {
+        var at = g.Scratch + 0x700;
+        g.Cpu.Memory.Write(at, arg);
+        var rc = g.Hypercall(Xen.__HYPERVISOR_event_channel_op, (ulong)cmd, at);
+        arg = g.Cpu.Memory.Read<T>(at);
+        return rc;
+    }
+
+    private static long Send(GuestContext g, uint port)
+    {
+        var s = new evtchn_send { port = port };
+        return EvtOp(g, EventChannel.EVTCHNOP_send, ref s);
+    }
+
+    [Fact]
+    public async Task EventsToClosedForeignOrOutOfRangePorts_Are_EINVAL_Or_ESRCH_And_Live_Channels_Go_On()
+    {
+        var ct = TestContext.Current.CancellationToken;
+
+        // Domain b offers a port to the host; domain a tries to steal it.
+        using var offered = new SemaphoreSlim(0);
+        using var bDone = new SemaphoreSlim(0);
+        uint bPort = 0;
+        var b = _hv.CreateDomain(new DomainConfig { Name = "offerer", MemoryMiB = 4 });
+        b.Start(new DelegateKernel((cpu, si) =>
+        {
+            var g = new GuestContext(cpu, si);
+            var a = new evtchn_alloc_unbound { dom = Xen.DOMID_SELF, remote_dom = 0 };
+            EvtOp(g, EventChannel.EVTCHNOP_alloc_unbound, ref a).Should().Be(0);
+            Volatile.Write(ref bPort, a.port);
+            offered.Release();
+            bDone.Wait(Timeout);
+            Domains.DomainLifecycleTests.ShutdownFrom(cpu, si, Sched.SHUTDOWN_poweroff);
+        }));
+        (await offered.WaitAsync(Timeout, ct)).Should().BeTrue();
+
+        var attacker = _hv.CreateDomain(new DomainConfig { Name = "attacker", MemoryMiB = 4 });
+        using var host = _hv.Host.AllocUnbound(attacker);
+        var r = new Dictionary<string, long>();
+        attacker.Start(new DelegateKernel((cpu, si) =>
+        {
+            var g = new GuestContext(cpu, si);
+            var bind = new evtchn_bind_interdomain { remote_dom = 0, remote_port = host.LocalPort };
+            EvtOp(g, EventChannel.EVTCHNOP_bind_interdomain, ref bind).Should().Be(0);
+            var toHost = bind.local_port;
+
+            r["send-reserved-0"] = Send(g, 0);
+            r["send-never-allocated"] = Send(g, toHost + 20);
+            r["send-out-of-range"] = Send(g, 1u << 20);
+            r["send-max"] = Send(g, uint.MaxValue);
+
+            var loop = new evtchn_alloc_unbound { dom = Xen.DOMID_SELF, remote_dom = Xen.DOMID_SELF };
+            EvtOp(g, EventChannel.EVTCHNOP_alloc_unbound, ref loop).Should().Be(0);
+            var close = new evtchn_close { port = loop.port };
+            r["close"] = EvtOp(g, EventChannel.EVTCHNOP_close, ref close);
+            r["send-closed"] = Send(g, loop.port);
+            r["close-again"] = EvtOp(g, EventChannel.EVTCHNOP_close, ref close);
+
+            var unbound = new evtchn_alloc_unbound { dom = Xen.DOMID_SELF, remote_dom = 0 };
+            EvtOp(g, EventChannel.EVTCHNOP_alloc_unbound, ref unbound).Should().Be(0);
+            r["send-unbound"] = Send(g, unbound.port);
+
+            var steal = new evtchn_bind_interdomain { remote_dom = b.Id, remote_port = Volatile.Read(ref bPort) };
+            r["bind-foreign-offered-to-another"] = EvtOp(g, EventChannel.EVTCHNOP_bind_interdomain, ref steal);
+            steal = new evtchn_bind_interdomain { remote_dom = b.Id, remote_port = 1u << 20 };
+            r["bind-foreign-out-of-range"] = EvtOp(g, EventChannel.EVTCHNOP_bind_interdomain, ref steal);
+            steal = new evtchn_bind_interdomain { remote_dom = 0x7000, remote_port = 1 };
+            r["bind-missing-domain"] = EvtOp(g, EventChannel.EVTCHNOP_bind_interdomain, ref steal);
+
+            var unmask = new evtchn_unmask { port = 1u << 20 };
+            r["unmask-out-of-range"] = EvtOp(g, EventChannel.EVTCHNOP_unmask, ref unmask);
+            close = new evtchn_close { port = 1u << 20 };
+            r["close-out-of-range"] = EvtOp(g, EventChannel.EVTCHNOP_close, ref close);
+
+            r["send-live"] = Send(g, toHost);
+            Domains.DomainLifecycleTests.ShutdownFrom(cpu, si, Sched.SHUTDOWN_poweroff);
+        }));
+
+        (await host.WaitAsync(ct).AsTask().WaitAsync(Timeout, ct)).Should().BeTrue("the live channel still delivers to the host");
+        (await attacker.ExitWithinAsync()).State.Should().Be(DomainState.Shutdown);
+        var einval = -(long)Errno.EINVAL;
+        r.Should().BeEquivalentTo(new Dictionary<string, long>
+        {
+            ["send-reserved-0"] = einval,
+            ["send-never-allocated"] = einval,
+            ["send-out-of-range"] = einval,
+            ["send-max"] = einval,
+            ["close"] = 0,
+            ["send-closed"] = einval,
+            ["close-again"] = einval,
+            ["send-unbound"] = 0, // evtchn_send silently drops a notification on an unbound port
+            ["bind-foreign-offered-to-another"] = einval,
+            ["bind-foreign-out-of-range"] = einval,
+            ["bind-missing-domain"] = -(long)Errno.ESRCH,
+            ["unmask-out-of-range"] = einval,
+            ["close-out-of-range"] = einval,
+            ["send-live"] = 0,
+        });
+
+        // The host: a port not offered to it, and a send on its own end after the guest went away.
+        FluentActions.Invoking(() => _hv.Host.BindInterdomain(attacker, 1u << 20)).Should().Throw<XenException>().Which.Errno.Should().Be(Errno.EINVAL);
+        attacker.Destroy();
+        host.Notify(); // the guest's end is gone: the host's end is unbound, and the send is dropped
+        host.Dispose();
+        FluentActions.Invoking(host.Notify).Should().Throw<XenException>().Which.Errno.Should().Be(Errno.EINVAL);
+
+        // b's offer is intact: the host binds it and b's port is connected.
+        using (var toB = _hv.Host.BindInterdomain(b, Volatile.Read(ref bPort)))
+        {
+            toB.RemotePort.Should().Be(Volatile.Read(ref bPort));
+            toB.Notify();
+        }
+
+        bDone.Release();
+        (await b.ExitWithinAsync()).State.Should().Be(DomainState.Shutdown);
+        b.Destroy();
+        await HostAndOthersGoOn();
+    }
+
+    [Fact]
+    public async Task ExpandArrayWithHostileFrameNumbers_Is_EINVAL_Before_Init_EOPNOTSUPP_And_Past_128_Pages_ENOSPC()
+    {
+        var r = new Dictionary<string, long>();
+        var pages = 0;
+        var d = _hv.CreateDomain(new DomainConfig { Name = "expander", MemoryMiB = 4, AutoTranslated = false });
+        var other = _hv.CreateDomain(new DomainConfig { Name = "victim", MemoryMiB = 4, AutoTranslated = false });
+        var before = _hv.FreeFrames;
+        d.Start(new DelegateKernel((cpu, si) =>
+        {
+            var g = new GuestContext(cpu, si);
+            var fifo = new GuestFifo(g, g.Scratch + 0x1000, classicPv: true);
+            r["before-init"] = fifo.ExpandArrayRaw(g.Scratch / 4096 + 8);
+            r["init"] = fifo.InitControl();
+            r["wild"] = fifo.ExpandArrayRaw(ulong.MaxValue);
+            r["huge"] = fifo.ExpandArrayRaw(1UL << 40);
+            r["victims-mfn"] = fifo.ExpandArrayRaw(other.PhysMap.Entries().First().Mfn);
+            while (pages < 200 && (r["last"] = fifo.ExpandArray()) == 0)
+            {
+                pages++;
+            }
+
+            r["wild-when-full"] = fifo.ExpandArrayRaw(ulong.MaxValue);
+            Domains.DomainLifecycleTests.ShutdownFrom(cpu, si, Sched.SHUTDOWN_poweroff);
+        }));
+        (await d.ExitWithinAsync()).State.Should().Be(DomainState.Shutdown);
+        d.Destroy();
+        _hv.FreeFrames.Should().BeGreaterThanOrEqualTo(before, "every array page reference was dropped with the domain");
+        other.Destroy();
+
+        var einval = -(long)Errno.EINVAL;
+        r["before-init"].Should().Be(-(long)Errno.EOPNOTSUPP, "no FIFO control block yet");
+        r["init"].Should().Be(0);
+        r["wild"].Should().Be(einval, "map_guest_page: get_page_from_gfn fails");
+        r["huge"].Should().Be(einval);
+        r["victims-mfn"].Should().Be(einval, "a classic PV guest naming another domain's frame: get_page_from_gfn refuses a foreign page");
+        pages.Should().Be(128, "EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES for 2^17 ports");
+        r["last"].Should().Be(-(long)Errno.ENOSPC);
+        r["wild-when-full"].Should().Be(-(long)Errno.ENOSPC, "the slot check comes before the frame is looked at");
+        await HostAndOthersGoOn();
+    }
 }
