@@ -65,6 +65,15 @@ internal static class DomainBuilder
             WriteP2mList(domain, nrPages);
         }
 
+        // As the toolstack's xc_evtchn_alloc_unbound(guest, remote 0): the store's port lives in the
+        // guest, unbound for domain 0, which binds it when it introduces the domain.
+        var storePort = domain.Events.AllocUnbound(0);
+        if (storePort < 0)
+        {
+            throw new InvalidOperationException($"domain '{domain.Name}': cannot allocate its xenstore event channel ({storePort})");
+        }
+
+        domain.StoreEvtchn = (uint)storePort;
         WriteStartInfo(domain, nrPages, p2mFrames);
     }
 
@@ -149,7 +158,7 @@ internal static class DomainBuilder
         si.shared_info = domain.SharedInfo!.Mfn << MachineMemory.PageShift;
         si.flags = 0;
         si.store_mfn = FrameOf(domain, XenstorePfn);
-        si.store_evtchn = 0;
+        si.store_evtchn = domain.StoreEvtchn;
         si.console.domU.mfn = FrameOf(domain, ConsolePfn);
         si.console.domU.evtchn = 0;
         si.pt_base = (P2mPfn + (ulong)p2mFrames) << MachineMemory.PageShift;
@@ -168,6 +177,12 @@ internal static class DomainBuilder
             throw new InvalidOperationException("start_info does not fit in the domain's memory");
         }
     }
+
+    /// <summary>start_info.store_mfn: the store page's GFN (translated) or MFN (classic PV).</summary>
+    public static ulong StoreFrame(Domain domain) => FrameOf(domain, XenstorePfn);
+
+    /// <summary>The machine frame of the store page.</summary>
+    public static ulong StoreMfn(Domain domain) => MfnOf(domain, XenstorePfn);
 
     /// <summary>What start_info names a page by: its GFN in a translated domain, its MFN in a classic PV one.</summary>
     private static ulong FrameOf(Domain domain, ulong pfn) => domain.IsTranslated ? pfn : MfnOf(domain, pfn);

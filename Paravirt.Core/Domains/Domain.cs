@@ -236,6 +236,9 @@ public sealed class Domain
             _state = DomainState.Dead;
         }
 
+        // The store lets go of the domain's ring and releases it (@releaseDomain) before its ports close.
+        Hypervisor.XenStore.Release(this);
+
         // Close every port first, so peers see their ends unbound (Xen's evtchn_destroy).
         Events.CloseAll();
         if (StuckVcpuThreads == 0)
@@ -256,6 +259,9 @@ public sealed class Domain
         Hypervisor.Remove(this);
         StateChanged?.Invoke(this, DomainState.Dead);
     }
+
+    /// <summary>The guest's XenStore port (start_info.store_evtchn), allocated by the builder for domain 0.</summary>
+    internal uint StoreEvtchn { get; set; }
 
     /// <summary>vCPU threads that did not leave guest code when the domain was destroyed.</summary>
     internal int StuckVcpuThreads { get; private set; }

@@ -61,7 +61,14 @@ public sealed class Hypervisor : IDisposable
         HostDomain.MarkHostRunning();
         Host = new Events.HostEvents(this);
         HostGrants = new Grants.HostGrants(this);
+        XenStore = new XenStore.HostXenStore(new XenStore.XenStoreServer());
     }
+
+    /// <summary>
+    /// The XenStore of this hypervisor, as a privileged (dom0) client. Every domain is introduced to
+    /// it on creation (home directory, ring connection on its store page) and released on destroy.
+    /// </summary>
+    public XenStore.HostXenStore XenStore { get; }
 
     /// <summary>The host's (domain 0's) grant access to guests, as backends use it: map and copy.</summary>
     public Grants.HostGrants HostGrants { get; }
@@ -128,6 +135,7 @@ public sealed class Hypervisor : IDisposable
         try
         {
             DomainBuilder.Build(domain);
+            XenStore.Introduce(domain, DomainBuilder.StoreFrame(domain), DomainBuilder.StoreMfn(domain), domain.StoreEvtchn);
         }
         catch
         {

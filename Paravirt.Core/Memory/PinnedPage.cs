@@ -53,6 +53,21 @@ public sealed unsafe class PinnedPage : IDisposable
         }
     }
 
+    /// <summary>
+    /// The page as <see cref="Memory{T}"/>, for code written against it (byte rings). Valid until
+    /// this object is disposed; using it afterwards throws <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    public Memory<byte> AsMemory() => new PinnedPageMemory(this).Memory;
+
+    internal byte* Pointer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_page is null, this);
+            return _page;
+        }
+    }
+
     public void Dispose()
     {
         if (_page is not null)

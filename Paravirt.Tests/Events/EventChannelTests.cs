@@ -47,7 +47,7 @@ public sealed class EventChannelTests : IDisposable
     }
 
     [Fact]
-    public void Ports_Are_Allocated_Lowest_First_From_One_And_Reused_After_Close()
+    public void Ports_Are_Allocated_Lowest_First_After_The_Store_Port_And_Reused_After_Close()
     {
         var ports = new List<long>();
         GuestRunner.Run(_hv, g =>
@@ -55,10 +55,10 @@ public sealed class EventChannelTests : IDisposable
             ports.Add(AllocUnbound(g, 0));
             ports.Add(AllocUnbound(g, 0));
             ports.Add(AllocUnbound(g, 0));
-            Close(g, 2).Should().Be(0);
+            Close(g, 3).Should().Be(0);
             ports.Add(AllocUnbound(g, 0));
         });
-        ports.Should().Equal(1, 2, 3, 2);
+        ports.Should().Equal([2, 3, 4, 3], "port 1 is the XenStore's, allocated by the builder as the toolstack does");
     }
 
     [Fact]
@@ -185,7 +185,7 @@ public sealed class EventChannelTests : IDisposable
         }));
         await d.ExitWithinAsync();
         sendRc.Should().Be(0);
-        d.Events.Delivery.IsPending(1).Should().BeTrue("the send on the local end marks the other end (port 1)");
+        d.Events.Delivery.IsPending(2).Should().BeTrue("the send on the local end marks the other end (port 2; port 1 is the store's)");
         d.Destroy();
     }
 
@@ -209,7 +209,7 @@ public sealed class EventChannelTests : IDisposable
             r.Add(Bind(Xen.NR_VIRQS, 0));
             r.Add(Bind(Xen.VIRQ_CONSOLE, 0));
         });
-        r.Should().Equal(1, -(long)Errno.EEXIST, -(long)Errno.EINVAL, -(long)Errno.ENOENT, -(long)Errno.EINVAL, 2);
+        r.Should().Equal(2, -(long)Errno.EEXIST, -(long)Errno.EINVAL, -(long)Errno.ENOENT, -(long)Errno.EINVAL, 3); // port 1 is the store's
     }
 
     [Fact]
@@ -223,7 +223,7 @@ public sealed class EventChannelTests : IDisposable
                 results.Add(AllocUnbound(g, 0));
             }
         }, new DomainConfig { Name = "few", MemoryMiB = 4, Limits = DomainLimits.Default with { MaxEventChannels = 5 } });
-        results.Should().Equal(1, 2, 3, 4, 5, -(long)Errno.ENOSPC);
+        results.Should().Equal([2, 3, 4, 5, -(long)Errno.ENOSPC, -(long)Errno.ENOSPC], "port 1 is the store's and counts towards the limit");
     }
 
     [Fact]
