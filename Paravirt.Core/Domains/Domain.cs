@@ -692,34 +692,7 @@ public sealed class Domain
     /// </summary>
     internal Errno? RemoveGfn(ulong gfn)
     {
-        lock (_memoryLock)
-        {
-            if (!PhysMap.TryLookup(gfn, out var mfn, out var type))
-            {
-                return Errno.ENOENT;
-            }
-
-            if (type is P2mType.GrantMapRw or P2mType.GrantMapRo)
-            {
-                // Another domain's frame: only the slot goes (its m2p is the owner's); the grant
-                // mapping itself stays until unmapped or the domain dies, as in Xen.
-                PhysMap.Clear(gfn);
-                if (gfn >= (ulong)PhysMap.DenseFrames)
-                {
-                    UnchargeExtraPhysmap();
-                }
-
-                return null;
-            }
-
-            UnmapSlotLocked(gfn, mfn);
-            if (type == P2mType.Ram)
-            {
-                FreeRam(mfn);
-            }
-
-            return null;
-        }
+        return ClearGfn(gfn, freeRam: true);
     }
 
     /// <summary>
@@ -727,6 +700,12 @@ public sealed class Domain
     /// domain's (a RAM page is kept, charged, outside the physmap, as Xen only removes the p2m entry).
     /// </summary>
     internal Errno? UnmapGfn(ulong gfn)
+    {
+        return ClearGfn(gfn, freeRam: false);
+    }
+
+    /// <summary>Empties a physmap slot; a RAM page there is freed or kept charged outside the physmap.</summary>
+    private Errno? ClearGfn(ulong gfn, bool freeRam)
     {
         lock (_memoryLock)
         {
@@ -751,7 +730,14 @@ public sealed class Domain
             UnmapSlotLocked(gfn, mfn);
             if (type == P2mType.Ram)
             {
-                _unmappedRam.Add(mfn);
+                if (freeRam)
+                {
+                    FreeRam(mfn);
+                }
+                else
+                {
+                    _unmappedRam.Add(mfn);
+                }
             }
 
             return null;

@@ -166,6 +166,40 @@ internal static class GrantTableOp
         return Result.Ok;
     }
 
+    private delegate GrantStatus FrameSource(Grants.DomainGrantTable table, uint nrFrames, out ulong[] frames);
+
+    /// <summary>
+    /// What setup_table and get_status_frames share: the caller may only ask about itself
+    /// (bad_domain / permission_denied otherwise), the frame numbers go to frame_list (a fault there
+    /// is bad_virt_addr), and the status goes back into the op.
+    /// </summary>
+    private static long ReplyWithFrames(Vcpu vcpu, ulong uop, ushort dom, uint nrFrames, ulong frameList, ulong statusOffset, FrameSource source)
+    {
+        GrantStatus status;
+        switch (Resolve(vcpu, dom))
+        {
+            case Target.Missing:
+                status = GrantStatus.BadDomain;
+                break;
+            case Target.Other:
+                status = GrantStatus.PermissionDenied;
+                break;
+            default:
+                status = source(vcpu.Domain.Grants, nrFrames, out var frames);
+                for (var i = 0u; status == GrantStatus.Okay && i < frames.Length; i++)
+                {
+                    if (!vcpu.TryCopyTo(frameList + (i * 8UL), frames[i]))
+                    {
+                        status = GrantStatus.BadVirtAddr;
+                    }
+                }
+
+                break;
+        }
+
+        return vcpu.TryCopyTo(uop + statusOffset, (short)status) ? Result.Ok : Result.Err(Errno.EFAULT);
+    }
+
     private static long SetupTable(Vcpu vcpu, ulong uop, uint count)
     {
         if (count != 1)
@@ -178,29 +212,7 @@ internal static class GrantTableOp
             return Result.Err(Errno.EFAULT);
         }
 
-        GrantStatus status;
-        switch (Resolve(vcpu, op.dom))
-        {
-            case Target.Missing:
-                status = GrantStatus.BadDomain;
-                break;
-            case Target.Other:
-                status = GrantStatus.PermissionDenied;
-                break;
-            default:
-                status = vcpu.Domain.Grants.SetupTable(op.nr_frames, out var frames);
-                for (var i = 0u; status == GrantStatus.Okay && i < frames.Length; i++)
-                {
-                    if (!vcpu.TryCopyTo(op.frame_list + (i * 8UL), frames[i]))
-                    {
-                        status = GrantStatus.BadVirtAddr;
-                    }
-                }
-
-                break;
-        }
-
-        return vcpu.TryCopyTo(uop + SetupStatusOffset, (short)status) ? Result.Ok : Result.Err(Errno.EFAULT);
+        return ReplyWithFrames(vcpu, uop, op.dom, op.nr_frames, op.frame_list, SetupStatusOffset, static (t, n, out f) => t.SetupTable(n, out f));
     }
 
     private static long QuerySize(Vcpu vcpu, ulong uop, uint count)
@@ -263,29 +275,7 @@ internal static class GrantTableOp
             return Result.Err(Errno.EFAULT);
         }
 
-        GrantStatus status;
-        switch (Resolve(vcpu, op.dom))
-        {
-            case Target.Missing:
-                status = GrantStatus.BadDomain;
-                break;
-            case Target.Other:
-                status = GrantStatus.PermissionDenied;
-                break;
-            default:
-                status = vcpu.Domain.Grants.GetStatusFrames(op.nr_frames, out var frames);
-                for (var i = 0u; status == GrantStatus.Okay && i < frames.Length; i++)
-                {
-                    if (!vcpu.TryCopyTo(op.frame_list + (i * 8UL), frames[i]))
-                    {
-                        status = GrantStatus.BadVirtAddr;
-                    }
-                }
-
-                break;
-        }
-
-        return vcpu.TryCopyTo(uop + StatusFramesStatusOffset, (short)status) ? Result.Ok : Result.Err(Errno.EFAULT);
+        return ReplyWithFrames(vcpu, uop, op.dom, op.nr_frames, op.frame_list, StatusFramesStatusOffset, static (t, n, out f) => t.GetStatusFrames(n, out f));
     }
 
     private static long GetVersion(Vcpu vcpu, ulong uop)
