@@ -339,4 +339,41 @@ public sealed class XenBusBackendTests : IDisposable
         rec.Disconnects.Should().Be(1);
         rec.Connects.Should().ContainSingle("a vanished frontend is not offered a new connection");
     }
+
+    [Fact]
+    public async Task A_Failing_Connect_Or_A_Missing_Key_Is_Reported_And_The_Backend_Closes()
+    {
+        var rec = new Recorder();
+        var failing = new XenBusBackendOptions
+        {
+            FrontendKeys = ["ring-ref"],
+            Connect = (_, _) => throw new InvalidOperationException("no ring"),
+            Log = rec.Log.Enqueue,
+        };
+        var (d, dev) = await RunFrontendAsync(failing, f =>
+        {
+            f.WaitBackend(XenbusState.InitWait);
+            f.Write("ring-ref", "8");
+            f.SwitchState(XenbusState.Initialised);
+            f.WaitBackend(XenbusState.Closing);
+        });
+
+        dev.State.Should().Be(XenbusState.Closing);
+        hv.XenStore.Read(dev.BackendPath + "/error").Should().Contain("no ring");
+        await dev.DestroyAsync();
+        d.Destroy();
+
+        var (d2, dev2) = await RunFrontendAsync(rec.Options(), f =>
+        {
+            f.WaitBackend(XenbusState.InitWait);
+            f.Write("ring-ref", "8"); // no event-channel
+            f.SwitchState(XenbusState.Initialised);
+            f.WaitBackend(XenbusState.Closing);
+        });
+
+        hv.XenStore.Read(dev2.BackendPath + "/error").Should().Contain("event-channel");
+        rec.Connects.Should().BeEmpty();
+        await dev2.DestroyAsync();
+        d2.Destroy();
+    }
 }
