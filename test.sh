@@ -39,9 +39,10 @@ for trx in "$results"/*.trx; do
     files=$((files + 1))
     counters="$(grep -o '<Counters [^>]*>' "$trx" | head -n1)"
     get() { echo "$counters" | sed -nE "s/.* $1=\"([0-9]+)\".*/\1/p"; }
+    # Skipped tests are counted in total but not in executed.
     passed=$((passed + $(get passed)))
-    failed=$((failed + $(get failed)))
-    skipped=$((skipped + $(get notExecuted)))
+    failed=$((failed + $(get failed) + $(get error) + $(get timeout) + $(get aborted)))
+    skipped=$((skipped + $(get total) - $(get executed)))
 done
 if ((files == 0)); then
     echo "test.sh: no test results were written (did the build fail?)" >&2

@@ -55,14 +55,17 @@ public sealed class XenBusBackendTests : IDisposable
         public void SwitchState(XenbusState s) => Write("state", S(s));
 
         /// <summary>Blocks (SCHEDOP_poll) until <paramref name="path"/> reads <paramref name="value"/>.</summary>
-        public void WaitFor(string path, string value)
+        public void WaitFor(string path, string value) => WaitUntil(path, v => v == value);
+
+        /// <summary>Waits (on watch events) until <paramref name="done"/> holds for the node's value.</summary>
+        public void WaitUntil(string path, Func<string?, bool> done)
         {
             if (xs.Call(xsd_sockmsg_type.XS_WATCH, path, path).Kind == xsd_sockmsg_type.XS_ERROR)
             {
                 throw new InvalidOperationException($"watch of {path} refused");
             }
 
-            while (Read(path) != value)
+            while (!done(Read(path)))
             {
                 xs.NextEvent();
             }
@@ -266,14 +269,17 @@ public sealed class XenBusBackendTests : IDisposable
             for (var i = 0; i < garbage.Length; i++)
             {
                 f.Write("state", garbage[i]);
-                f.WaitFor(ack, (i + 1).ToString(CultureInfo.InvariantCulture));
+                // At least one more "ignoring": the backend may look at a value twice (its watch's
+                // initial event can arrive after the first write), which is fine.
+                var atLeast = i + 1;
+                f.WaitUntil(ack, v => int.TryParse(v, CultureInfo.InvariantCulture, out var n) && n >= atLeast);
             }
 
             f.Connect("8", "5");
         }, d);
 
-        dev.IgnoredStates.Should().Be(garbage.Length);
-        rec.Log.Should().HaveCount(garbage.Length);
+        dev.IgnoredStates.Should().BeGreaterThanOrEqualTo(garbage.Length);
+        rec.Log.Should().HaveCountGreaterThanOrEqualTo(garbage.Length);
         rec.Connects.Should().ContainSingle("the host went on after the garbage");
         dev.State.Should().Be(XenbusState.Connected);
         await dev.DestroyAsync();
