@@ -79,6 +79,33 @@ internal static class GrantTableOp
         Missing,
     }
 
+    private delegate GrantStatus GrantAction<T>(Vcpu vcpu, in T op)
+        where T : unmanaged;
+
+    /// <summary>
+    /// The shape most batched grant ops share: copy each op out of the guest once, act on the copy,
+    /// write the op's GNTST_* status back; a fault on the array ends the batch with -EFAULT.
+    /// </summary>
+    private static long ForEachOp<T>(Vcpu vcpu, ulong uop, uint count, ulong statusOffset, GrantAction<T> action)
+        where T : unmanaged
+    {
+        for (var i = 0u; i < count; i++)
+        {
+            var at = Element<T>(uop, i);
+            if (!vcpu.TryCopyFrom(at, out T op))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+
+            if (!vcpu.TryCopyTo(at + statusOffset, (short)action(vcpu, in op)))
+            {
+                return Result.Err(Errno.EFAULT);
+            }
+        }
+
+        return Result.Ok;
+    }
+
     private static Target Resolve(Vcpu vcpu, ushort domid)
     {
         var self = vcpu.Domain;
@@ -120,51 +147,19 @@ internal static class GrantTableOp
         return Result.Ok;
     }
 
-    private static long UnmapGrantRef(Vcpu vcpu, ulong uop, uint count)
-    {
-        for (var i = 0u; i < count; i++)
-        {
-            var at = Element<gnttab_unmap_grant_ref>(uop, i);
-            if (!vcpu.TryCopyFrom(at, out gnttab_unmap_grant_ref op))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
-
-            var rc = GrantOps.Unmap(vcpu.Domain, op.handle, op.host_addr, op.dev_bus_addr);
-            if (!vcpu.TryCopyTo(at + UnmapStatusOffset, (short)rc))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
-        }
-
-        return Result.Ok;
-    }
+    private static long UnmapGrantRef(Vcpu vcpu, ulong uop, uint count) =>
+        ForEachOp(vcpu, uop, count, UnmapStatusOffset,
+            static (Vcpu v, in gnttab_unmap_grant_ref op) => GrantOps.Unmap(v.Domain, op.handle, op.host_addr, op.dev_bus_addr));
 
     /// <summary>
     /// unmap_and_replace: a translated mapper's replace_grant_p2m_mapping refuses a non-zero
     /// new_addr (GNTST_general_error); with new_addr 0 it is a plain host unmap.
     /// </summary>
-    private static long UnmapAndReplace(Vcpu vcpu, ulong uop, uint count)
-    {
-        for (var i = 0u; i < count; i++)
-        {
-            var at = Element<gnttab_unmap_and_replace>(uop, i);
-            if (!vcpu.TryCopyFrom(at, out gnttab_unmap_and_replace op))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
-
-            var rc = op.new_addr != 0 && op.host_addr != 0 && vcpu.Domain.IsTranslated
+    private static long UnmapAndReplace(Vcpu vcpu, ulong uop, uint count) =>
+        ForEachOp(vcpu, uop, count, ReplaceStatusOffset,
+            static (Vcpu v, in gnttab_unmap_and_replace op) => op.new_addr != 0 && op.host_addr != 0 && v.Domain.IsTranslated
                 ? GrantStatus.GeneralError
-                : GrantOps.Unmap(vcpu.Domain, op.handle, op.host_addr, 0);
-            if (!vcpu.TryCopyTo(at + ReplaceStatusOffset, (short)rc))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
-        }
-
-        return Result.Ok;
-    }
+                : GrantOps.Unmap(v.Domain, op.handle, op.host_addr, 0));
 
     private delegate GrantStatus FrameSource(Grants.DomainGrantTable table, uint nrFrames, out ulong[] frames);
 
@@ -293,47 +288,17 @@ internal static class GrantTableOp
         };
     }
 
-    private static long SwapGrantRef(Vcpu vcpu, ulong uop, uint count)
-    {
-        for (var i = 0u; i < count; i++)
+    private static long SwapGrantRef(Vcpu vcpu, ulong uop, uint count) =>
+        ForEachOp(vcpu, uop, count, SwapStatusOffset,
+            static (Vcpu v, in gnttab_swap_grant_ref op) => v.Domain.Grants.Swap(op.ref_a, op.ref_b));
+
+    private static long Copy(Vcpu vcpu, ulong uop, uint count) =>
+        ForEachOp(vcpu, uop, count, CopyStatusOffset, static (Vcpu v, in gnttab_copy op) =>
         {
-            var at = Element<gnttab_swap_grant_ref>(uop, i);
-            if (!vcpu.TryCopyFrom(at, out gnttab_swap_grant_ref op))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
-
-            var rc = vcpu.Domain.Grants.Swap(op.ref_a, op.ref_b);
-            if (!vcpu.TryCopyTo(at + SwapStatusOffset, (short)rc))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
-        }
-
-        return Result.Ok;
-    }
-
-    private static long Copy(Vcpu vcpu, ulong uop, uint count)
-    {
-        for (var i = 0u; i < count; i++)
-        {
-            var at = Element<gnttab_copy>(uop, i);
-            if (!vcpu.TryCopyFrom(at, out gnttab_copy op))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
-
             var source = new GrantOps.CopyEnd(op.source.domid, (op.flags & GrantTable.GNTCOPY_source_gref) != 0, op.source.u.@ref, op.source.u.gmfn, op.source.offset);
             var dest = new GrantOps.CopyEnd(op.dest.domid, (op.flags & GrantTable.GNTCOPY_dest_gref) != 0, op.dest.u.@ref, op.dest.u.gmfn, op.dest.offset);
-            var rc = GrantOps.Copy(vcpu.Domain, source, dest, op.len);
-            if (!vcpu.TryCopyTo(at + CopyStatusOffset, (short)rc))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
-        }
-
-        return Result.Ok;
-    }
+            return GrantOps.Copy(v.Domain, source, dest, op.len);
+        });
 
     /// <summary>
     /// gnttab_cache_flush on x86: arguments checked as _cache_flush does; the frame (a machine

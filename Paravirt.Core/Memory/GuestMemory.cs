@@ -120,85 +120,48 @@ public sealed unsafe class GuestMemory
     // and mask bits, ring indices), so the hypervisor side uses the same atomic instructions a
     // guest kernel does. Each word must be naturally aligned, which also keeps it within a page.
 
-    public bool TryCompareExchange32(ulong gpa, uint value, uint comparand, out uint original)
-    {
-        original = 0;
-        if (!TryPinWord(gpa, 4, out var mfn, out var p))
-        {
-            return false;
-        }
+    public bool TryCompareExchange32(ulong gpa, uint value, uint comparand, out uint original) =>
+        TryAtomic<uint>(gpa, value, comparand, &CompareExchange, out original);
 
-        original = Interlocked.CompareExchange(ref *(uint*)p, value, comparand);
-        _frames.Put(mfn);
-        return true;
-    }
-
-    public bool TryCompareExchange64(ulong gpa, ulong value, ulong comparand, out ulong original)
-    {
-        original = 0;
-        if (!TryPinWord(gpa, 8, out var mfn, out var p))
-        {
-            return false;
-        }
-
-        original = Interlocked.CompareExchange(ref *(ulong*)p, value, comparand);
-        _frames.Put(mfn);
-        return true;
-    }
+    public bool TryCompareExchange64(ulong gpa, ulong value, ulong comparand, out ulong original) =>
+        TryAtomic<ulong>(gpa, value, comparand, &CompareExchange, out original);
 
     /// <summary>Atomically ORs <paramref name="mask"/> into a 64-bit word; <paramref name="original"/> is the value before.</summary>
-    public bool TryOr64(ulong gpa, ulong mask, out ulong original)
-    {
-        original = 0;
-        if (!TryPinWord(gpa, 8, out var mfn, out var p))
-        {
-            return false;
-        }
-
-        original = Interlocked.Or(ref *(ulong*)p, mask);
-        _frames.Put(mfn);
-        return true;
-    }
+    public bool TryOr64(ulong gpa, ulong mask, out ulong original) => TryAtomic<ulong>(gpa, mask, 0, &Or, out original);
 
     /// <summary>Atomically ANDs <paramref name="mask"/> into a 64-bit word; <paramref name="original"/> is the value before.</summary>
-    public bool TryAnd64(ulong gpa, ulong mask, out ulong original)
+    public bool TryAnd64(ulong gpa, ulong mask, out ulong original) => TryAtomic<ulong>(gpa, mask, 0, &And, out original);
+
+    public bool TryOr32(ulong gpa, uint mask, out uint original) => TryAtomic<uint>(gpa, mask, 0, &Or, out original);
+
+    public bool TryAnd32(ulong gpa, uint mask, out uint original) => TryAtomic<uint>(gpa, mask, 0, &And, out original);
+
+    /// <summary>Pins the aligned word at <paramref name="gpa"/>, applies one interlocked operation to it, and lets go.</summary>
+    private bool TryAtomic<T>(ulong gpa, T operand, T comparand, delegate*<ref T, T, T, T> op, out T original)
+        where T : unmanaged
     {
-        original = 0;
-        if (!TryPinWord(gpa, 8, out var mfn, out var p))
+        original = default;
+        if (!TryPinWord(gpa, sizeof(T), out var mfn, out var p))
         {
             return false;
         }
 
-        original = Interlocked.And(ref *(ulong*)p, mask);
+        original = op(ref *(T*)p, operand, comparand);
         _frames.Put(mfn);
         return true;
     }
 
-    public bool TryOr32(ulong gpa, uint mask, out uint original)
-    {
-        original = 0;
-        if (!TryPinWord(gpa, 4, out var mfn, out var p))
-        {
-            return false;
-        }
+    private static uint CompareExchange(ref uint word, uint value, uint comparand) => Interlocked.CompareExchange(ref word, value, comparand);
 
-        original = Interlocked.Or(ref *(uint*)p, mask);
-        _frames.Put(mfn);
-        return true;
-    }
+    private static ulong CompareExchange(ref ulong word, ulong value, ulong comparand) => Interlocked.CompareExchange(ref word, value, comparand);
 
-    public bool TryAnd32(ulong gpa, uint mask, out uint original)
-    {
-        original = 0;
-        if (!TryPinWord(gpa, 4, out var mfn, out var p))
-        {
-            return false;
-        }
+    private static uint Or(ref uint word, uint mask, uint unused) => Interlocked.Or(ref word, mask);
 
-        original = Interlocked.And(ref *(uint*)p, mask);
-        _frames.Put(mfn);
-        return true;
-    }
+    private static ulong Or(ref ulong word, ulong mask, ulong unused) => Interlocked.Or(ref word, mask);
+
+    private static uint And(ref uint word, uint mask, uint unused) => Interlocked.And(ref word, mask);
+
+    private static ulong And(ref ulong word, ulong mask, ulong unused) => Interlocked.And(ref word, mask);
 
     /// <summary>Atomically sets bit <paramref name="bit"/> (0–63) of a 64-bit word; <paramref name="wasSet"/> says whether it already was.</summary>
     public bool TryTestAndSetBit64(ulong gpa, int bit, out bool wasSet)
