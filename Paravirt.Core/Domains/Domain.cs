@@ -543,18 +543,6 @@ public sealed class Domain
     /// <summary>RAM frames the domain holds that sit in no physmap slot (increase_reservation gives MFNs only; the guest maps them itself).</summary>
     private readonly HashSet<ulong> _unmappedRam = [];
 
-    /// <summary>RAM frames held outside the physmap.</summary>
-    internal int UnmappedRamCount
-    {
-        get
-        {
-            lock (_memoryLock)
-            {
-                return _unmappedRam.Count;
-            }
-        }
-    }
-
     /// <summary>
     /// One page for XENMEM_increase_reservation: charged to the domain, its m2p entry invalid, in no
     /// physmap slot (a PV guest learns the MFN and maps it itself). False when over max_pages or the

@@ -145,10 +145,6 @@ public sealed class Vcpu
     /// <summary>This vCPU's <c>vcpu_info</c>, wherever it currently lives. Guest-shared: copy before checking.</summary>
     internal ref vcpu_info Info => ref _vcpuInfoPage!.At<vcpu_info>(_vcpuInfoOffset);
 
-    internal PinnedPage? VcpuInfoPage => _vcpuInfoPage;
-
-    internal int VcpuInfoOffset => _vcpuInfoOffset;
-
     /// <summary>Points this vCPU's vcpu_info at shared_info's legacy slot.</summary>
     internal void UseLegacyVcpuInfo(PinnedPage sharedInfo, int offset)
     {
