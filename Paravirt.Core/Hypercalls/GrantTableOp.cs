@@ -72,13 +72,6 @@ internal static class GrantTableOp
         where T : unmanaged => array + ((ulong)i * (ulong)Unsafe.SizeOf<T>());
 
     /// <summary>rcu_lock_domain_by_any_id plus the dummy XSM's XSM_TARGET: only the caller itself passes.</summary>
-    private enum Target
-    {
-        Self,
-        Other,
-        Missing,
-    }
-
     private delegate GrantStatus GrantAction<T>(Vcpu vcpu, in T op)
         where T : unmanaged;
 
@@ -104,17 +97,6 @@ internal static class GrantTableOp
         }
 
         return Result.Ok;
-    }
-
-    private static Target Resolve(Vcpu vcpu, ushort domid)
-    {
-        var self = vcpu.Domain;
-        if (domid == Xen.DOMID_SELF || domid == self.Id)
-        {
-            return Target.Self;
-        }
-
-        return self.Hypervisor.FindDomain(domid) is null ? Target.Missing : Target.Other;
     }
 
     private static long MapGrantRef(Vcpu vcpu, ulong uop, uint count)
@@ -171,12 +153,12 @@ internal static class GrantTableOp
     private static long ReplyWithFrames(Vcpu vcpu, ulong uop, ushort dom, uint nrFrames, ulong frameList, ulong statusOffset, FrameSource source)
     {
         GrantStatus status;
-        switch (Resolve(vcpu, dom))
+        switch (TargetDomains.Classify(vcpu, dom))
         {
-            case Target.Missing:
+            case TargetDomain.Missing:
                 status = GrantStatus.BadDomain;
                 break;
-            case Target.Other:
+            case TargetDomain.Other:
                 status = GrantStatus.PermissionDenied;
                 break;
             default:
@@ -222,12 +204,12 @@ internal static class GrantTableOp
             return Result.Err(Errno.EFAULT);
         }
 
-        switch (Resolve(vcpu, op.dom))
+        switch (TargetDomains.Classify(vcpu, op.dom))
         {
-            case Target.Missing:
+            case TargetDomain.Missing:
                 op.status = GrantTable.GNTST_bad_domain;
                 break;
-            case Target.Other:
+            case TargetDomain.Other:
                 op.status = GrantTable.GNTST_permission_denied;
                 break;
             default:
@@ -280,10 +262,10 @@ internal static class GrantTableOp
             return Result.Err(Errno.EFAULT);
         }
 
-        return Resolve(vcpu, op.dom) switch
+        return TargetDomains.Classify(vcpu, op.dom) switch
         {
-            Target.Missing => Result.Err(Errno.ESRCH),
-            Target.Other => Result.Err(Errno.EPERM),
+            TargetDomain.Missing => Result.Err(Errno.ESRCH),
+            TargetDomain.Other => Result.Err(Errno.EPERM),
             _ => vcpu.TryCopyTo(uop + VersionOffset, (uint)vcpu.Domain.Grants.Version) ? Result.Ok : Result.Err(Errno.EFAULT),
         };
     }

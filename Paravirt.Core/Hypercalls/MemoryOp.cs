@@ -102,27 +102,7 @@ internal static class MemoryOp
         }
     }
 
-    /// <summary>Xen's rcu_lock_domain_by_any_id plus the dummy XSM's XSM_TARGET check for an unprivileged caller.</summary>
-    private enum Access
-    {
-        Self,
-        Denied,
-        Missing,
-    }
-
-    private static Access Lookup(Vcpu vcpu, ushort domid)
-    {
-        var self = vcpu.Domain;
-        if (domid == Xen.DOMID_SELF || domid == self.Id)
-        {
-            return Access.Self;
-        }
-
-        // Domain 0 is the host; it exists for every guest even though it has no Domain object.
-        return domid == 0 || self.Hypervisor.FindDomain(domid) is not null ? Access.Denied : Access.Missing;
-    }
-
-    private static long LookupError(Access a) => a == Access.Missing ? Result.Err(Errno.ESRCH) : Result.Err(Errno.EPERM);
+    private static long LookupError(TargetDomain a) => a == TargetDomain.Missing ? Result.Err(Errno.ESRCH) : Result.Err(Errno.EPERM);
 
     private static long Reservation(Vcpu vcpu, int op, ulong startExtent, ulong arg)
     {
@@ -139,7 +119,7 @@ internal static class MemoryOp
         }
 
         // A missing domain and another domain (xsm_memory_adjust_reservation) both return start_extent.
-        if (Lookup(vcpu, r.domid) != Access.Self || !FlagsValid(vcpu, r.mem_flags))
+        if (TargetDomains.Classify(vcpu, r.domid) != TargetDomain.Self || !FlagsValid(vcpu, r.mem_flags))
         {
             return start;
         }
@@ -281,8 +261,8 @@ internal static class MemoryOp
             return Result.Err(Errno.EFAULT);
         }
 
-        var access = Lookup(vcpu, md.domid);
-        if (access != Access.Self)
+        var access = TargetDomains.Classify(vcpu, md.domid);
+        if (access != TargetDomain.Self)
         {
             return LookupError(access);
         }
@@ -404,11 +384,11 @@ internal static class MemoryOp
     /// missing domain is -ESRCH; a classic PV target (not paging_mode_translate) is -EACCES; another
     /// domain needs privilege (-EPERM); a translated caller acting on itself may go on (0).
     /// </summary>
-    private static long PhysmapPermission(Vcpu vcpu, ushort domid) => Lookup(vcpu, domid) switch
+    private static long PhysmapPermission(Vcpu vcpu, ushort domid) => TargetDomains.Classify(vcpu, domid) switch
     {
-        Access.Missing => Result.Err(Errno.ESRCH),
-        Access.Self when vcpu.Domain.IsTranslated => Result.Ok,
-        Access.Self => Result.Err(Errno.EACCES),
+        TargetDomain.Missing => Result.Err(Errno.ESRCH),
+        TargetDomain.Self when vcpu.Domain.IsTranslated => Result.Ok,
+        TargetDomain.Self => Result.Err(Errno.EACCES),
         _ => vcpu.Domain.Hypervisor.FindDomain(domid) is { IsTranslated: true } ? Result.Err(Errno.EPERM) : Result.Err(Errno.EACCES),
     };
 
@@ -424,8 +404,8 @@ internal static class MemoryOp
             return Result.Err(Errno.EINVAL);
         }
 
-        var access = Lookup(vcpu, topology.domid);
-        if (access != Access.Self)
+        var access = TargetDomains.Classify(vcpu, topology.domid);
+        if (access != TargetDomain.Self)
         {
             return LookupError(access);
         }
@@ -441,7 +421,7 @@ internal static class MemoryOp
         }
 
         // Xen looks the domain up, then refuses any domain that is not HVM before checking privilege.
-        return Lookup(vcpu, target.domid) == Access.Missing ? Result.Err(Errno.ESRCH) : Result.Err(Errno.EINVAL);
+        return TargetDomains.Classify(vcpu, target.domid) == TargetDomain.Missing ? Result.Err(Errno.ESRCH) : Result.Err(Errno.EINVAL);
     }
 
     /// <summary>XENMEM_memory_map: the caller's own map, truncated to the buffer; -ENOSYS when none was set.</summary>
@@ -476,8 +456,8 @@ internal static class MemoryOp
             return Result.Err(Errno.EINVAL);
         }
 
-        var access = Lookup(vcpu, fmap.domid);
-        if (access != Access.Self)
+        var access = TargetDomains.Classify(vcpu, fmap.domid);
+        if (access != TargetDomain.Self)
         {
             return LookupError(access);
         }
