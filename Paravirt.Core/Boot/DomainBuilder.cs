@@ -74,6 +74,17 @@ internal static class DomainBuilder
         }
 
         domain.StoreEvtchn = (uint)storePort;
+
+        // The console's port the same way (libxl__build_pre: xc_evtchn_alloc_unbound(guest,
+        // console_domid 0)); the console backend binds it when the domain is created.
+        var consolePort = domain.Events.AllocUnbound(0);
+        if (consolePort < 0)
+        {
+            throw new InvalidOperationException($"domain '{domain.Name}': cannot allocate its console event channel ({consolePort})");
+        }
+
+        domain.ConsoleEvtchn = (uint)consolePort;
+        ZeroConsolePage(domain);
         WriteStartInfo(domain, nrPages, p2mFrames);
     }
 
@@ -160,7 +171,7 @@ internal static class DomainBuilder
         si.store_mfn = FrameOf(domain, XenstorePfn);
         si.store_evtchn = domain.StoreEvtchn;
         si.console.domU.mfn = FrameOf(domain, ConsolePfn);
-        si.console.domU.evtchn = 0;
+        si.console.domU.evtchn = domain.ConsoleEvtchn;
         si.pt_base = (P2mPfn + (ulong)p2mFrames) << MachineMemory.PageShift;
         si.nr_pt_frames = 0;
         si.mfn_list = domain.IsTranslated ? 0 : P2mPfn << MachineMemory.PageShift;
@@ -183,6 +194,21 @@ internal static class DomainBuilder
 
     /// <summary>The machine frame of the store page.</summary>
     public static ulong StoreMfn(Domain domain) => MfnOf(domain, XenstorePfn);
+
+    /// <summary>start_info.console.domU.mfn: the console page's GFN (translated) or MFN (classic PV); XenStore's console/ring-ref.</summary>
+    public static ulong ConsoleFrame(Domain domain) => FrameOf(domain, ConsolePfn);
+
+    /// <summary>The machine frame of the console page.</summary>
+    public static ulong ConsoleMfn(Domain domain) => MfnOf(domain, ConsolePfn);
+
+    /// <summary>An empty <c>xencons_interface</c>: both rings empty, all four indices 0.</summary>
+    private static void ZeroConsolePage(Domain domain)
+    {
+        if (!domain.Memory.TryWrite(ConsolePfn << MachineMemory.PageShift, default(Abi.Io.xencons_interface)))
+        {
+            throw new InvalidOperationException("the console page does not fit in the domain's memory");
+        }
+    }
 
     /// <summary>What start_info names a page by: its GFN in a translated domain, its MFN in a classic PV one.</summary>
     private static ulong FrameOf(Domain domain, ulong pfn) => domain.IsTranslated ? pfn : MfnOf(domain, pfn);

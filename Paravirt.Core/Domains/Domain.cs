@@ -239,6 +239,9 @@ public sealed class Domain
         // The store lets go of the domain's ring and releases it (@releaseDomain) before its ports close.
         Hypervisor.XenStore.Release(this);
 
+        // The console backend drains the out ring a last time and lets go of its page and port.
+        Console.StopBackend();
+
         // Close every port first, so peers see their ends unbound (Xen's evtchn_destroy).
         Events.CloseAll();
         if (StuckVcpuThreads == 0)
@@ -262,6 +265,9 @@ public sealed class Domain
 
     /// <summary>The guest's XenStore port (start_info.store_evtchn), allocated by the builder for domain 0.</summary>
     internal uint StoreEvtchn { get; set; }
+
+    /// <summary>The guest's console port (start_info.console.domU.evtchn), allocated by the builder for domain 0.</summary>
+    internal uint ConsoleEvtchn { get; set; }
 
     /// <summary>vCPU threads that did not leave guest code when the domain was destroyed.</summary>
     internal int StuckVcpuThreads { get; private set; }

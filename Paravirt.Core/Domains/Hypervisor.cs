@@ -136,6 +136,7 @@ public sealed class Hypervisor : IDisposable
         {
             DomainBuilder.Build(domain);
             XenStore.Introduce(domain, DomainBuilder.StoreFrame(domain), DomainBuilder.StoreMfn(domain), domain.StoreEvtchn);
+            Backends.Console.ConsoleBackend.Start(domain, DomainBuilder.ConsoleFrame(domain), DomainBuilder.ConsoleMfn(domain), domain.ConsoleEvtchn);
         }
         catch
         {
