@@ -47,7 +47,7 @@ public sealed class EventChannelTests : IDisposable
     }
 
     [Fact]
-    public void Ports_Are_Allocated_Lowest_First_After_The_Store_Port_And_Reused_After_Close()
+    public void Ports_Are_Allocated_Lowest_First_After_The_Store_And_Console_Ports_And_Reused_After_Close()
     {
         var ports = new List<long>();
         GuestRunner.Run(_hv, g =>
@@ -55,10 +55,10 @@ public sealed class EventChannelTests : IDisposable
             ports.Add(AllocUnbound(g, 0));
             ports.Add(AllocUnbound(g, 0));
             ports.Add(AllocUnbound(g, 0));
-            Close(g, 3).Should().Be(0);
+            Close(g, 4).Should().Be(0);
             ports.Add(AllocUnbound(g, 0));
         });
-        ports.Should().Equal([2, 3, 4, 3], "port 1 is the XenStore's, allocated by the builder as the toolstack does");
+        ports.Should().Equal([3, 4, 5, 4], "ports 1 and 2 are the XenStore's and the console's, allocated by the builder as the toolstack does");
     }
 
     [Fact]
@@ -185,7 +185,7 @@ public sealed class EventChannelTests : IDisposable
         }));
         await d.ExitWithinAsync();
         sendRc.Should().Be(0);
-        d.Events.Delivery.IsPending(2).Should().BeTrue("the send on the local end marks the other end (port 2; port 1 is the store's)");
+        d.Events.Delivery.IsPending(3).Should().BeTrue("the send on the local end marks the other end (port 3; ports 1 and 2 are the store's and the console's)");
         d.Destroy();
     }
 
@@ -209,7 +209,7 @@ public sealed class EventChannelTests : IDisposable
             r.Add(Bind(Xen.NR_VIRQS, 0));
             r.Add(Bind(Xen.VIRQ_CONSOLE, 0));
         });
-        r.Should().Equal(2, -(long)Errno.EEXIST, -(long)Errno.EINVAL, -(long)Errno.ENOENT, -(long)Errno.EINVAL, 3); // port 1 is the store's
+        r.Should().Equal(3, -(long)Errno.EEXIST, -(long)Errno.EINVAL, -(long)Errno.ENOENT, -(long)Errno.EINVAL, 4); // ports 1 and 2 are the store's and the console's
     }
 
     [Fact]
@@ -223,7 +223,7 @@ public sealed class EventChannelTests : IDisposable
                 results.Add(AllocUnbound(g, 0));
             }
         }, new DomainConfig { Name = "few", MemoryMiB = 4, Limits = DomainLimits.Default with { MaxEventChannels = 5 } });
-        results.Should().Equal([2, 3, 4, 5, -(long)Errno.ENOSPC, -(long)Errno.ENOSPC], "port 1 is the store's and counts towards the limit");
+        results.Should().Equal([3, 4, 5, -(long)Errno.ENOSPC, -(long)Errno.ENOSPC, -(long)Errno.ENOSPC], "ports 1 and 2 are the store's and the console's and count towards the limit");
     }
 
     [Fact]

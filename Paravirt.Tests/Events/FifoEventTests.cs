@@ -187,7 +187,7 @@ public sealed class FifoEventTests : IDisposable
         GuestRunner.Run(_hv, g =>
         {
             var fifo = StartFifo(g);
-            for (var i = 2; i < GuestFifo.WordsPerPage; i++) // port 1 is the store's (start_info.store_evtchn)
+            for (var i = 3; i < GuestFifo.WordsPerPage; i++) // ports 1 and 2 are the store's and the console's (start_info)
             {
                 BindIpi(g);
             }
