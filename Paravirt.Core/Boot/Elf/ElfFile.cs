@@ -29,9 +29,9 @@ public sealed class ElfFile
     {
         _image = image;
         Header = ReadHeader(image, out var section0);
+        CheckTablesDisjoint(Header, image.Count);
         Segments = ReadSegments(image, Header);
         Sections = ReadSections(image, Header, section0);
-        CheckTablesDisjoint(Header, image.Count);
         Notes = ReadNotes(image, Segments, Sections);
     }
 
