@@ -112,7 +112,8 @@ internal static class ScanCommand
         o.WriteLine($"code: {scan.Source}, decoded by linear sweep (data inside code decodes as spurious instructions)");
         foreach (var r in scan.Regions)
         {
-            o.WriteLine($"  {r.Region.Name}: vaddr {Hex(r.Region.VirtualAddress)}, {r.Region.Size} bytes, {r.Instructions} instructions decoded, {r.InvalidInstructions} invalid");
+            var pieces = r.Region.Pieces == 1 ? "" : $" in {r.Region.Pieces} pieces";
+            o.WriteLine($"  {r.Region.Name}: vaddr {Hex(r.Region.VirtualAddress)}, {r.Region.Size} bytes{pieces}, {r.Instructions} instructions decoded, {r.InvalidInstructions} invalid");
         }
 
         o.WriteLine($"  total: {scan.Instructions} instructions decoded, {scan.InvalidInstructions} invalid");
@@ -121,7 +122,7 @@ internal static class ScanCommand
         var header = new StringBuilder("  class                  kind                 ");
         foreach (var r in scan.Regions)
         {
-            header.Append(CultureInfo.InvariantCulture, $"{ShortName(r.Region),10}");
+            header.Append(CultureInfo.InvariantCulture, $"{ShortName(r.Region),14}");
         }
 
         header.Append("     total  forms");
@@ -132,7 +133,7 @@ internal static class ScanCommand
             line.Append(CultureInfo.InvariantCulture, $"  {InstructionClasses.Label(c),-22} {InstructionClasses.KindLabel(InstructionClasses.Kind(c)),-20} ");
             foreach (var r in scan.Regions)
             {
-                line.Append(CultureInfo.InvariantCulture, $"{r.Count(c),10}");
+                line.Append(CultureInfo.InvariantCulture, $"{r.Count(c),14}");
             }
 
             line.Append(CultureInfo.InvariantCulture, $"{scan.Count(c),10}  {string.Join(" ", scan.Forms(c).Select(f => $"{f.Key}:{f.Value}"))}");
@@ -268,6 +269,7 @@ internal static class ScanCommand
                 w.WriteNumber("vaddr", r.Region.VirtualAddress);
                 w.WriteNumber("offset", r.Region.FileOffset);
                 w.WriteNumber("size", r.Region.Size);
+                w.WriteNumber("pieces", r.Region.Pieces);
                 w.WriteNumber("instructions", r.Instructions);
                 w.WriteNumber("invalid", r.InvalidInstructions);
                 w.WriteStartObject("classes");
