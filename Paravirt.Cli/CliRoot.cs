@@ -12,6 +12,7 @@ internal static class CliRoot
         info.SetAction(parse => InfoCommand.Run(parse.InvocationConfiguration.Output));
         root.Subcommands.Add(info);
         root.Subcommands.Add(XenstoredCommand.Create());
+        root.Subcommands.Add(ScanCommand.Create());
         root.SetAction(parse => InfoCommand.Run(parse.InvocationConfiguration.Output));
         return root;
     }

@@ -31,6 +31,9 @@ public sealed class HypercallTable
         [.. Enumerable.Range(0, Size).Where(n => XenNames[n] is not null || _handlers[n] is not null)
             .Select(n => new HypercallEntry(n, XenNames[n] ?? $"#{n}", _handlers[n] is not null))];
 
+    /// <summary>Xen's name of hypercall <paramref name="nr"/> ("sched_op"), or null if Xen 4.17 names none.</summary>
+    public static string? XenName(int nr) => (uint)nr < Size ? XenNames[nr] : null;
+
     public bool IsImplemented(int nr) => (uint)nr < Size && _handlers[nr] is not null;
 
     /// <summary>The table with every hypercall Paravirt implements.</summary>
