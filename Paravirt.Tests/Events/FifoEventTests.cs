@@ -463,4 +463,32 @@ public sealed class FifoEventTests : IDisposable
         d.Destroy();
         _hv.FreeFrames.Should().Be(_hv.TotalFrames);
     }
+
+    [Fact]
+    public void A_Consumer_That_Stops_At_Its_Walk_Bound_Resumes_Where_It_Stopped()
+    {
+        // Xen sets a queue's READY bit only when the queue was empty; a consumer that stops walking
+        // a long queue must keep that queue ready itself, or the events behind its stop are lost.
+        uint[] ports = [];
+        List<uint> first = [], rest = [], afterMore = [];
+        GuestRunner.Run(_hv, g =>
+        {
+            var fifo = StartFifo(g);
+            ports = [.. Enumerable.Range(0, 8).Select(_ => BindIpi(g))];
+            foreach (var p in ports)
+            {
+                fifo.Unmask(p).Should().Be(0);
+                Send(g, p).Should().Be(0);
+            }
+
+            first = fifo.Consume(max: 3);
+            rest = fifo.Consume();
+            Send(g, ports[0]).Should().Be(0);
+            afterMore = fifo.Consume();
+        });
+
+        first.Should().Equal(ports[..3]);
+        rest.Should().Equal(ports[3..], "the queue behind the stop is still reachable");
+        afterMore.Should().Equal(ports[0]);
+    }
 }

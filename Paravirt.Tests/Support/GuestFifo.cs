@@ -173,6 +173,13 @@ public sealed class GuestFifo
             ready |= Exchange(readyAt, 0) & Queues;
         }
 
+        if (ready != 0)
+        {
+            // Stopped at the walk bound with queues still ready: hand their READY bits back, or the
+            // next call would never look at them again (Xen sets READY only when a queue was empty).
+            Update(readyAt, x => x | ready);
+        }
+
         return handled;
     }
 
