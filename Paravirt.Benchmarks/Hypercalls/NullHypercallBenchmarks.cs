@@ -45,6 +45,9 @@ public class NullHypercallBenchmarks
 
     private sealed class VersionHandler : IVersionHandler
     {
+        // Not inlined: the baseline is a real call into the handler, not a constant the JIT folded
+        // (in process, PGO devirtualizes the interface call and would fold XENVER_version away).
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
         public long Handle(Vcpu vcpu, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5) => XenVersionOp.Handle(vcpu, a1, a2, a3, a4, a5);
     }
 }

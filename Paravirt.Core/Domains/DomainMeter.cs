@@ -63,9 +63,16 @@ public sealed class DomainMeter
     public long TimerInterrupts => Interlocked.Read(ref _timerInterrupts);
 
     /// <summary>Counts a hypercall on vCPU <paramref name="vcpu"/>'s row. Called only on that vCPU's own thread.</summary>
-    internal void CountHypercall(int vcpu, ulong nr)
+    internal void CountHypercall(int vcpu, ulong nr) => CountHypercall(_hypercalls[vcpu], nr);
+
+    /// <summary>vCPU <paramref name="vcpu"/>'s row of hypercall counters, for a gate to keep at hand.</summary>
+    internal long[] HypercallRow(int vcpu) => _hypercalls[vcpu];
+
+    /// <summary>Counts a hypercall on a row from <see cref="HypercallRow"/>. Called only on that vCPU's own thread.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static void CountHypercall(long[] row, ulong nr)
     {
-        ref var counter = ref _hypercalls[vcpu][nr < HypercallSlots ? (int)nr : HypercallSlots];
+        ref var counter = ref row[nr < HypercallSlots ? (int)nr : HypercallSlots];
         Volatile.Write(ref counter, counter + 1);
     }
 

@@ -183,12 +183,14 @@ public sealed class Vcpu
     /// <summary>True when an upcall should be delivered now: pending, unmasked, a callback registered, not already inside one.</summary>
     internal bool UpcallDeliverable()
     {
-        if (_vcpuInfoPage is null || EventCallback == 0 || InUpcall)
+        // The page is read once: a teardown racing this check cannot turn it into a null dereference.
+        var page = _vcpuInfoPage;
+        if (page is null || EventCallback == 0 || InUpcall)
         {
             return false;
         }
 
-        ref var info = ref Info;
+        ref var info = ref page.At<vcpu_info>(_vcpuInfoOffset);
         return Volatile.Read(ref info.evtchn_upcall_pending) != 0 && Volatile.Read(ref info.evtchn_upcall_mask) == 0;
     }
 
@@ -217,7 +219,7 @@ public sealed class Vcpu
     /// pending (a timer is one once VIRQ_TIMER is bound) or the host needs the vCPU (pause,
     /// shutdown, destroy).
     /// </summary>
-    internal void BlockEnablingEvents(Func<bool> stop)
+    internal void BlockEnablingEvents()
     {
         if (_vcpuInfoPage is not null)
         {
@@ -227,7 +229,7 @@ public sealed class Vcpu
         SetRunstate(RUNSTATE_blocked);
         try
         {
-            while (!stop())
+            while (!BlockMustEnd())
             {
                 if (_vcpuInfoPage is not null && Volatile.Read(ref Info.evtchn_upcall_pending) != 0)
                 {
@@ -244,14 +246,20 @@ public sealed class Vcpu
         }
     }
 
-    /// <summary>Sleeps until kicked (SCHEDOP_poll's wait), the deadline passes, or <paramref name="stop"/> says so.</summary>
-    internal void WaitForKick(ulong deadlineNs, Func<bool> stop, Func<bool> done)
+    /// <summary>The host needs a blocked vCPU back: its domain is ending or paused, or the vCPU went down.</summary>
+    private bool BlockMustEnd() => !Domain.IsAlive || Domain.State == DomainState.Paused || !IsUp;
+
+    /// <summary>
+    /// SCHEDOP_poll's wait: sleeps until an upcall is deliverable or one of <paramref name="ports"/>
+    /// is pending (re-checked on every kick), the deadline passes, or the domain ends or the vCPU goes down.
+    /// </summary>
+    internal void WaitForKick(ulong deadlineNs, ReadOnlySpan<uint> ports)
     {
         SetRunstate(RUNSTATE_blocked);
         try
         {
             var clock = Domain.Hypervisor.Clock;
-            while (!stop() && !done())
+            while (Domain.IsAlive && IsUp && !UpcallDeliverable() && !Domain.AnyPortPending(ports))
             {
                 if (deadlineNs != 0)
                 {

@@ -4,9 +4,6 @@ using Paravirt.Core.Domains;
 
 namespace Paravirt.Core.Hypercalls;
 
-/// <summary>A hypercall handler: arguments as the guest left them in rdi, rsi, rdx, r10, r8; a result for rax.</summary>
-internal delegate long HypercallHandler(Vcpu vcpu, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5);
-
 /// <summary>One slot of the hypercall table, for display.</summary>
 public sealed record HypercallEntry(int Number, string Name, bool Implemented);
 
@@ -15,47 +12,50 @@ public sealed record HypercallEntry(int Number, string Name, bool Implemented);
 /// once, validate the copy, call a mechanism, write results back, and return a Xen errno on
 /// failure. An empty slot answers <c>-ENOSYS</c>, as Xen does for a hypercall it does not have.
 /// </summary>
-public sealed class HypercallTable
+public sealed unsafe class HypercallTable
 {
     /// <summary>Xen's NR_hypercalls.</summary>
     public const int Size = 64;
 
     private static readonly string[] XenNames = LoadNames();
-    private readonly HypercallHandler?[] _handlers = new HypercallHandler?[Size];
+    // Handlers are static methods called through function pointers: a direct indirect call, where a
+    // delegate to a static method would go through a shuffle thunk on every hypercall.
+    private readonly delegate*<Vcpu, ulong, ulong, ulong, ulong, ulong, long>[] _handlers = new delegate*<Vcpu, ulong, ulong, ulong, ulong, ulong, long>[Size];
 
     internal HypercallTable()
     {
     }
 
     public IReadOnlyList<HypercallEntry> Entries =>
-        [.. Enumerable.Range(0, Size).Where(n => XenNames[n] is not null || _handlers[n] is not null)
-            .Select(n => new HypercallEntry(n, XenNames[n] ?? $"#{n}", _handlers[n] is not null))];
+        [.. Enumerable.Range(0, Size).Where(n => XenNames[n] is not null || IsImplemented(n))
+            .Select(n => new HypercallEntry(n, XenNames[n] ?? $"#{n}", IsImplemented(n)))];
 
     /// <summary>Xen's name of hypercall <paramref name="nr"/> ("sched_op"), or null if Xen 4.17 names none.</summary>
     public static string? XenName(int nr) => (uint)nr < Size ? XenNames[nr] : null;
 
-    public bool IsImplemented(int nr) => (uint)nr < Size && _handlers[nr] is not null;
+    public bool IsImplemented(int nr) => (uint)nr < Size && _handlers[nr] != null;
 
     /// <summary>The table with every hypercall Paravirt implements.</summary>
     internal static HypercallTable CreateDefault()
     {
         var t = new HypercallTable();
-        t.Register(Xen.__HYPERVISOR_xen_version, XenVersionOp.Handle);
-        t.Register(Xen.__HYPERVISOR_console_io, ConsoleIoOp.Handle);
-        t.Register(Xen.__HYPERVISOR_sched_op, SchedOp.Handle);
-        t.Register(Xen.__HYPERVISOR_multicall, MulticallOp.Handle);
-        t.Register(Xen.__HYPERVISOR_callback_op, CallbackOp.Handle);
-        t.Register(Xen.__HYPERVISOR_set_callbacks, CallbackOp.SetCallbacks);
-        t.Register(Xen.__HYPERVISOR_vm_assist, VmAssistOp.Handle);
-        t.Register(Xen.__HYPERVISOR_event_channel_op, EventChannelOp.Handle);
-        t.Register(Xen.__HYPERVISOR_memory_op, MemoryOp.Handle);
-        t.Register(Xen.__HYPERVISOR_vcpu_op, VcpuOp.Handle);
-        t.Register(Xen.__HYPERVISOR_set_timer_op, SetTimerOp.Handle);
-        t.Register(Xen.__HYPERVISOR_grant_table_op, GrantTableOp.Handle);
+        t.Register(Xen.__HYPERVISOR_xen_version, &XenVersionOp.Handle);
+        t.Register(Xen.__HYPERVISOR_console_io, &ConsoleIoOp.Handle);
+        t.Register(Xen.__HYPERVISOR_sched_op, &SchedOp.Handle);
+        t.Register(Xen.__HYPERVISOR_multicall, &MulticallOp.Handle);
+        t.Register(Xen.__HYPERVISOR_callback_op, &CallbackOp.Handle);
+        t.Register(Xen.__HYPERVISOR_set_callbacks, &CallbackOp.SetCallbacks);
+        t.Register(Xen.__HYPERVISOR_vm_assist, &VmAssistOp.Handle);
+        t.Register(Xen.__HYPERVISOR_event_channel_op, &EventChannelOp.Handle);
+        t.Register(Xen.__HYPERVISOR_memory_op, &MemoryOp.Handle);
+        t.Register(Xen.__HYPERVISOR_vcpu_op, &VcpuOp.Handle);
+        t.Register(Xen.__HYPERVISOR_set_timer_op, &SetTimerOp.Handle);
+        t.Register(Xen.__HYPERVISOR_grant_table_op, &GrantTableOp.Handle);
         return t;
     }
 
-    internal void Register(int nr, HypercallHandler handler)
+    /// <summary>A hypercall handler: arguments as the guest left them in rdi, rsi, rdx, r10, r8; a result for rax.</summary>
+    internal void Register(int nr, delegate*<Vcpu, ulong, ulong, ulong, ulong, ulong, long> handler)
     {
         if ((uint)nr >= Size)
         {
@@ -65,16 +65,27 @@ public sealed class HypercallTable
         _handlers[nr] = handler;
     }
 
-    /// <summary>Runs hypercall <paramref name="nr"/> for <paramref name="vcpu"/>.</summary>
+    /// <summary>Runs hypercall <paramref name="nr"/> for <paramref name="vcpu"/>, counting it on the vCPU's meter row.</summary>
     internal long Dispatch(Vcpu vcpu, ulong nr, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5)
     {
         vcpu.Domain.Meter.CountHypercall(vcpu.Id, nr);
-        if (nr >= Size || _handlers[nr] is not { } handler)
+        return Invoke(vcpu, nr, a1, a2, a3, a4, a5);
+    }
+
+    /// <summary>Runs hypercall <paramref name="nr"/> without metering it (the caller has counted it).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal long Invoke(Vcpu vcpu, ulong nr, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5)
+    {
+        if (nr < Size)
         {
-            return -(long)Errno.ENOSYS;
+            var handler = _handlers[nr];
+            if (handler != null)
+            {
+                return handler(vcpu, a1, a2, a3, a4, a5);
+            }
         }
 
-        return handler(vcpu, a1, a2, a3, a4, a5);
+        return -(long)Errno.ENOSYS;
     }
 
     /// <summary>Xen's names for hypercall numbers, from the ABI's <c>__HYPERVISOR_*</c> constants.</summary>

@@ -22,7 +22,7 @@ internal static class SchedOp
                 return Result.Ok;
 
             case Sched.SCHEDOP_block:
-                vcpu.BlockEnablingEvents(() => !domain.IsAlive || domain.State == DomainState.Paused || !vcpu.IsUp);
+                vcpu.BlockEnablingEvents();
                 vcpu.UpdateTimeInfo();
                 return Result.Ok;
 
@@ -133,9 +133,8 @@ internal static class SchedOp
             return Result.Err(Errno.EFAULT);
         }
 
-        var portArray = ports.ToArray();
         var domain = vcpu.Domain;
-        foreach (var port in portArray)
+        foreach (var port in ports)
         {
             if (port >= (uint)domain.Limits.MaxEventChannels)
             {
@@ -143,7 +142,7 @@ internal static class SchedOp
             }
         }
 
-        if (vcpu.UpcallDeliverable() || domain.AnyPortPending(portArray))
+        if (vcpu.UpcallDeliverable() || domain.AnyPortPending(ports))
         {
             return Result.Ok;
         }
@@ -151,7 +150,7 @@ internal static class SchedOp
         vcpu.IsPolling = true;
         try
         {
-            vcpu.WaitForKick(p.timeout, () => !domain.IsAlive || !vcpu.IsUp, () => vcpu.UpcallDeliverable() || domain.AnyPortPending(portArray));
+            vcpu.WaitForKick(p.timeout, ports);
         }
         finally
         {
