@@ -25,12 +25,14 @@ public sealed class BlkBackAttackTests : IDisposable
     }
 
     /// <summary>Runs hostile requests against a writable in-memory disk of 2048 sectors; checks the disk is untouched and a good read still works after.</summary>
-    private async Task<(List<blkif_response> Responses, BlkBack Disk)> Attack(Func<TestBlkFront, IEnumerable<blkif_request>> requests)
+    /// Unless <paramref name="mayReachDisk"/>, no hostile request may even reach the device (validation refuses it first).
+    private async Task<(List<blkif_response> Responses, BlkBack Disk)> Attack(Func<TestBlkFront, IEnumerable<blkif_request>> requests, bool mayReachDisk = false)
     {
         var bytes = Pattern(1 << 20, 11);
         var original = (byte[])bytes.Clone();
         var d = hv.CreateDomain(BlockGuest.Config("hostile"));
-        var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes));
+        var device = new GatedBlockDevice(BlockDevice.InMemory(bytes));
+        var disk = d.AttachDisk("xvda", device);
         var responses = new List<blkif_response>();
         byte[]? after = null;
         await BlockGuest.RunAsync(d, f =>
@@ -53,6 +55,12 @@ public sealed class BlkBackAttackTests : IDisposable
         });
 
         bytes.Should().Equal(original, "no hostile request changed the disk");
+        if (!mayReachDisk)
+        {
+            device.Started.Should().Equal(["read 8"], "validation refused every hostile request before the disk; only the final good read reached it");
+        }
+
+        device.Started.Should().NotContain(op => op.StartsWith("write", StringComparison.Ordinal));
         after.Should().Equal(original.AsSpan(8 * 512, 4096).ToArray());
         d.Meter.BlockBytesWritten.Should().Be(0);
         d.Destroy();
@@ -125,9 +133,11 @@ public sealed class BlkBackAttackTests : IDisposable
             var w = Write(f, 0, 1);
             w.seg[0].last_sect = 8; // a 4096-byte page holds sectors 0..7
             var r = ReadReq(f, 0, 3);
-            r.seg[2].first_sect = 255;
-            r.seg[2].last_sect = 255;
-            return [w, r];
+            r.seg[2].last_sect = 8;
+            var far = ReadReq(f, 0, 3);
+            far.seg[2].first_sect = 255;
+            far.seg[2].last_sect = 255;
+            return [w, r, far];
         });
 
         rsp.Should().OnlyContain(r => r.status == Blkif.BLKIF_RSP_ERROR);
@@ -175,7 +185,7 @@ public sealed class BlkBackAttackTests : IDisposable
             lastBad.seg[2].gref = 300; // two good segments, then a bad one: nothing is written
             requests.Add(lastBad);
             return requests;
-        });
+        }, mayReachDisk: true); // a read fetches from the disk before it copies out to the (bad) grant
 
         rsp.Should().HaveCount(12).And.OnlyContain(r => r.status == Blkif.BLKIF_RSP_ERROR);
         disk.Stats.Errors.Should().Be(12);

@@ -21,6 +21,9 @@ public sealed class GatedBlockDevice(IBlockDevice inner) : IBlockDevice
 
     public ConcurrentQueue<string> Completed { get; } = new();
 
+    /// <summary>Operations as they entered the device ("read 40", "write 0", "flush 0", "discard 8").</summary>
+    public ConcurrentQueue<string> Started { get; } = new();
+
     public int InFlight => Volatile.Read(ref inFlight);
 
     public int MaxInFlight => Volatile.Read(ref maxInFlight);
@@ -82,6 +85,7 @@ public sealed class GatedBlockDevice(IBlockDevice inner) : IBlockDevice
     private async ValueTask Enter(string op, long sector)
     {
         Task wait;
+        Started.Enqueue($"{op} {sector}");
         lock (gate)
         {
             inFlight++;

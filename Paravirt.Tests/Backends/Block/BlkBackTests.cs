@@ -311,7 +311,8 @@ public sealed class BlkBackTests : IDisposable
         var bytes = Pattern(1 << 20, 7);
         var original = (byte[])bytes.Clone();
         var d = hv.CreateDomain(BlockGuest.Config("ro"));
-        await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes, readOnly: true));
+        var device = new GatedBlockDevice(BlockDevice.InMemory(bytes, readOnly: true));
+        await using var disk = d.AttachDisk("xvda", device);
         hv.XenStore.Read(disk.BackendPath + "/mode").Should().Be("r");
         hv.XenStore.Read(disk.BackendPath + "/info").Should().Be("4", "VDISK_READONLY");
         hv.XenStore.Read(disk.BackendPath + "/feature-discard").Should().Be("0");
@@ -336,6 +337,7 @@ public sealed class BlkBackTests : IDisposable
         read.Should().Be(Blkif.BLKIF_RSP_OKAY);
         flush.Should().Be(Blkif.BLKIF_RSP_OKAY);
         bytes.Should().Equal(original);
+        device.Started.Should().Equal(["read 0", "flush 0"], "writes to a read-only disk are refused before they reach it");
         d.Meter.BlockBytesWritten.Should().Be(0);
         d.Destroy();
     }
