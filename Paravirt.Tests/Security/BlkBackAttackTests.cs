@@ -267,4 +267,40 @@ public sealed class BlkBackAttackTests : IDisposable
         hv.HostGrants.MappingCount.Should().Be(0);
         hv.FreeFrames.Should().Be(before);
     }
+
+    [Fact]
+    public async Task RingRefOrPortNotGiven_RefusesTheConnection()
+    {
+        var d = hv.CreateDomain(BlockGuest.Config("badring"));
+        await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(64));
+        bool badRef = true, badPort = true, garbage = true;
+        string? refError = null, portError = null;
+        await BlockGuest.RunAsync(d, f =>
+        {
+            // A ring-ref the guest never granted.
+            badRef = f.Connect(beforeInitialised: x => x.WriteFrontend("ring-ref", "400"));
+            refError = f.ReadBackend("error");
+            f.SwitchState(XenbusState.Closed);
+            f.WaitBackend(XenbusState.Closed);
+            f.SwitchState(XenbusState.Initialising);
+
+            // A port that is not an unbound port for domain 0.
+            badPort = f.Connect(beforeInitialised: x => x.WriteFrontend("event-channel", "1000"));
+            portError = f.ReadBackend("error");
+            f.SwitchState(XenbusState.Closed);
+            f.WaitBackend(XenbusState.Closed);
+            f.SwitchState(XenbusState.Initialising);
+
+            garbage = f.Connect(beforeInitialised: x => x.WriteFrontend("ring-ref", "-1"));
+        });
+
+        badRef.Should().BeFalse();
+        refError.Should().Contain("grant 400");
+        badPort.Should().BeFalse();
+        portError.Should().Contain("event channel 1000");
+        garbage.Should().BeFalse();
+        disk.Stats.Connects.Should().Be(0);
+        hv.HostGrants.MappingCount.Should().Be(0, "a refused connection leaves no mapping behind");
+        d.Destroy();
+    }
 }

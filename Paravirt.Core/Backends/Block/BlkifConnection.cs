@@ -142,51 +142,56 @@ internal sealed class BlkifConnection
     private async Task DispatchAsync()
     {
         var ct = _stop.Token;
-        try
+        while (!ct.IsCancellationRequested)
         {
-            while (!ct.IsCancellationRequested)
+            var status = TakeRequests(out var barrier);
+            if (barrier is not null)
             {
-                var status = TakeRequests(out var barrier);
-                if (barrier is not null)
-                {
-                    // io/blkif.h: every write before the barrier completes first, none after it starts
-                    // until it is done. Nothing more is taken until it has run.
-                    await WaitInFlightAtMostAsync(1).ConfigureAwait(false);
-                    await ExecuteAsync(barrier).ConfigureAwait(false);
-                    continue;
-                }
-
-                if (status == RingStatus.ProtocolError)
-                {
-                    _owner.OnProtocolError($"the frontend's request producer is more than a ring ({_ring.Size} entries) ahead of the responses (io/ring.h: RING_REQUEST_PROD_OVERFLOW)");
-                    return;
-                }
-
-                bool more;
-                lock (_ringLock)
-                {
-                    // RING_FINAL_CHECK_FOR_REQUESTS sets req_event so the frontend notifies the next request;
-                    // with every slot busy a completion wakes the dispatcher instead.
-                    more = _free.Count > 0 && _ring.FinalCheckForRequests();
-                }
-
-                if (!more)
-                {
-                    await _kick.Reader.WaitToReadAsync(ct).ConfigureAwait(false);
-                    _kick.Reader.TryRead(out _);
-                }
+                // io/blkif.h: every write before the barrier completes first, none after it starts
+                // until it is done. Nothing more is taken until it has run.
+                await WaitInFlightAtMostAsync(1).ConfigureAwait(false);
+                await ExecuteAsync(barrier).ConfigureAwait(false);
+                continue;
             }
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
+
+            if (status == RingStatus.Ok)
+            {
+                // A ring's worth taken in one pass: let other work run before the next (a frontend
+                // that keeps producing bad requests does not keep a thread to itself).
+                await Task.Yield();
+                continue;
+            }
+
+            if (status == RingStatus.ProtocolError)
+            {
+                _owner.OnProtocolError($"the frontend's request producer is more than a ring ({_ring.Size} entries) ahead of the responses (io/ring.h: RING_REQUEST_PROD_OVERFLOW)");
+                return;
+            }
+
+            bool more;
+            lock (_ringLock)
+            {
+                // RING_FINAL_CHECK_FOR_REQUESTS sets req_event so the frontend notifies the next request;
+                // with every slot busy a completion wakes the dispatcher instead.
+                more = _free.Count > 0 && _ring.FinalCheckForRequests();
+            }
+
+            if (!more)
+            {
+                // No token: an uncancellable wait reuses the channel's waiter (no allocation);
+                // StopAsync cancels and then kicks, and the loop checks the token.
+                await _kick.Reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false);
+                _kick.Reader.TryRead(out _);
+            }
         }
     }
 
     /// <summary>Takes requests while there are free slots; answers invalid ones at once, queues valid ones, stops at a barrier.</summary>
+    /// <returns>Ok after a ring's worth (more may wait), Empty when nothing (or no slot) is left, ProtocolError on an overrun.</returns>
     private RingStatus TakeRequests(out BlkifRequestSlot? barrier)
     {
         barrier = null;
-        while (!_stop.IsCancellationRequested)
+        for (var taken = 0; taken < _ring.Size && !_stop.IsCancellationRequested; taken++)
         {
             BlkifRequestSlot slot;
             lock (_ringLock)
@@ -224,7 +229,7 @@ internal sealed class BlkifConnection
             ThreadPool.UnsafeQueueUserWorkItem(slot, preferLocal: false);
         }
 
-        return RingStatus.Empty;
+        return _stop.IsCancellationRequested ? RingStatus.Empty : RingStatus.Ok;
     }
 
     /// <summary>Checks the slot's copy of the request: BLKIF_RSP_OKAY to run it, else the status to answer with.</summary>
