@@ -155,7 +155,7 @@ public sealed class BlkBack : IAsyncDisposable
 
         if (!domain.IsAlive)
         {
-            _ = Task.Run(disk.DisposeAsync); // it died while we attached: StateChanged may have come before we listened
+            _ = Task.Run(disk.DetachInBackgroundAsync); // it died while we attached: StateChanged may have come before we listened
         }
 
         return disk;
@@ -312,10 +312,24 @@ public sealed class BlkBack : IAsyncDisposable
                 _ = Task.Run(() => DisconnectAsync($"domain {Domain.Id} {state.ToString().ToLowerInvariant()}"));
                 break;
             case DomainState.Dead:
-                _ = Task.Run(DisposeAsync);
+                _ = Task.Run(DetachInBackgroundAsync);
                 break;
             default:
                 break;
+        }
+    }
+
+    private async Task DetachInBackgroundAsync()
+    {
+        try
+        {
+            await DisposeAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // nobody awaits a detach the domain's death started: report, do not lose it
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            Log($"detaching after the domain died failed: {e.Message}");
         }
     }
 
