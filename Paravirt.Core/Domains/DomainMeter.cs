@@ -1,7 +1,7 @@
 namespace Paravirt.Core.Domains;
 
 /// <summary>
-/// What one domain has used: hypercalls by number, events, timer interrupts, console bytes.
+/// What one domain has used: hypercalls by number, events, timer interrupts, console bytes, block bytes.
 /// Counters are updated with atomics from the domain's vCPU threads and read at any time.
 /// CPU time is per vCPU, from its run state (<see cref="Vcpu.CpuTimeNs"/>).
 /// </summary>
@@ -16,6 +16,8 @@ public sealed class DomainMeter
     private long _eventsSent;
     private long _eventsReceived;
     private long _timerInterrupts;
+    private long _blockBytesRead;
+    private long _blockBytesWritten;
 
     internal DomainMeter(int vcpus)
     {
@@ -62,6 +64,12 @@ public sealed class DomainMeter
 
     public long TimerInterrupts => Interlocked.Read(ref _timerInterrupts);
 
+    /// <summary>Bytes the domain's block frontends read from their virtual disks (completed requests).</summary>
+    public long BlockBytesRead => Interlocked.Read(ref _blockBytesRead);
+
+    /// <summary>Bytes the domain's block frontends wrote to their virtual disks (completed requests).</summary>
+    public long BlockBytesWritten => Interlocked.Read(ref _blockBytesWritten);
+
     /// <summary>Counts a hypercall on vCPU <paramref name="vcpu"/>'s row. Called only on that vCPU's own thread.</summary>
     internal void CountHypercall(int vcpu, ulong nr) => CountHypercall(_hypercalls[vcpu], nr);
 
@@ -81,4 +89,8 @@ public sealed class DomainMeter
     internal void CountEventReceived() => Interlocked.Increment(ref _eventsReceived);
 
     internal void CountTimerInterrupt() => Interlocked.Increment(ref _timerInterrupts);
+
+    internal void CountBlockRead(long bytes) => Interlocked.Add(ref _blockBytesRead, bytes);
+
+    internal void CountBlockWritten(long bytes) => Interlocked.Add(ref _blockBytesWritten, bytes);
 }

@@ -16,6 +16,9 @@ public sealed class XenBusBackendOptions
     /// <summary>Keys written into the backend directory before it moves to InitWait (feature-*, …).</summary>
     public IReadOnlyDictionary<string, string> Features { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>Keys written into the frontend directory (owned by the frontend) when it is created, as libxl's virtual-device, device-type.</summary>
+    public IReadOnlyDictionary<string, string> FrontendEntries { get; init; } = new Dictionary<string, string>();
+
     /// <summary>Keys of the frontend directory read when the frontend is Initialised (ring-ref, event-channel …); all are required.</summary>
     public IReadOnlyList<string> FrontendKeys { get; init; } = [];
 
@@ -121,6 +124,10 @@ public sealed class XenBusBackendDevice : IAsyncDisposable
             WriteWithPerms(tx, FrontendPath + "/backend", BackendPath, frontendPerms);
             WriteWithPerms(tx, FrontendPath + "/backend-id", "0", frontendPerms);
             WriteWithPerms(tx, FrontendPath + "/state", Decimal(XenbusState.Initialising), frontendPerms);
+            foreach (var (key, value) in options.FrontendEntries)
+            {
+                WriteWithPerms(tx, $"{FrontendPath}/{key}", value, frontendPerms);
+            }
 
             RmIfPresent(tx, BackendPath);
 
