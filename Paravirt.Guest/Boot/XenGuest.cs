@@ -385,7 +385,8 @@ public sealed class XenGuest
     /// Sleeps (<see cref="Halt"/>) until <paramref name="condition"/> holds, running deferred
     /// work between checks. The condition is checked with events masked just before blocking, so
     /// a wake-up cannot be lost. With a <paramref name="deadlineNs"/> (absolute system time) a
-    /// one-shot timer bounds the wait. Returns false on timeout.
+    /// one-shot timer bounds the wait. Returns false on timeout. The condition is evaluated several
+    /// times per wake-up and must not consume what it tests for.
     /// </summary>
     public bool WaitFor(Func<bool> condition, ulong deadlineNs = 0)
     {
@@ -407,7 +408,13 @@ public sealed class XenGuest
                 }
 
                 var was = DisableIrqs();
-                if (condition() || (HasDeferredWork && !_runningDeferred))
+                if (condition())
+                {
+                    RestoreIrqs(was);
+                    return true;
+                }
+
+                if (HasDeferredWork && !_runningDeferred)
                 {
                     RestoreIrqs(was);
                     continue;

@@ -117,9 +117,13 @@ public sealed class XenBusClient : XenStoreAccess
             Drain();
             lock (_lock)
             {
-                return _replies.Remove(id, out reply);
+                return _replies.ContainsKey(id);
             }
         });
+        lock (_lock)
+        {
+            _replies.Remove(id, out reply);
+        }
 
         payload = reply.Payload;
         if (reply.Type == xsd_sockmsg_type.XS_ERROR)

@@ -95,18 +95,18 @@ public sealed class GuestEventTests : IDisposable
         var onVcpu1 = -1;
         await StubRunner.RunAsync(hv, g =>
         {
-            var started = false;
             var handledOn = -1;
+            g.Events.BindIpi(0, _ => { }, out var wakeVcpu0).Should().Be(0);
             g.StartVcpu(1, v =>
             {
                 v.Hypercalls.Cpu.VcpuId.Should().Be(1);
-                started = true;
                 g.Events.BindIpi(1, _ => handledOn = g.Current.Id, out var port).Should().Be(0);
                 g.Events.Send(port).Should().Be(0);
                 g.WaitFor(() => handledOn >= 0, g.Clock.SystemTimeNs() + 5_000_000_000).Should().BeTrue();
                 onVcpu1 = handledOn;
+                g.Events.Send(wakeVcpu0).Should().Be(0); // vCPU 0 sleeps until told
             }).Should().Be(0);
-            g.WaitFor(() => onVcpu1 >= 0 || (started && onVcpu1 >= 0), g.Clock.SystemTimeNs() + 10_000_000_000).Should().BeTrue();
+            g.WaitFor(() => Volatile.Read(ref onVcpu1) >= 0, g.Clock.SystemTimeNs() + 10_000_000_000).Should().BeTrue();
         }, options: new GuestOptions { EventAbi = EventAbi.Fifo }, vcpus: 2);
 
         onVcpu1.Should().Be(1);
