@@ -19,6 +19,8 @@ namespace Paravirt.Benchmarks.Block;
 /// </list>
 /// </summary>
 [MemoryDiagnoser]
+[GroupBenchmarksBy(BenchmarkDotNet.Configs.BenchmarkLogicalGroupRule.ByCategory)]
+[CategoriesColumn]
 public class BlockFrontendBenchmarks
 {
     public const int Reads = 1024;
@@ -69,13 +71,26 @@ public class BlockFrontendBenchmarks
         _handle = File.OpenHandle(_path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
 
         _hv = new Hypervisor(new HypervisorOptions { MemoryMiB = 64 });
-        _dom = _hv.CreateDomain(new DomainConfig { Name = "blk-bench", MemoryMiB = 16 });
-        _disk = _dom.AttachDisk("xvda", BlockDevice.OpenFile(_path, writable: true));
-        _kernel = new BlockKernel(_offsets);
-        _dom.Start(_kernel);
-        if (!_kernel.Ready.Wait(TimeSpan.FromSeconds(60)))
+        for (var attempt = 1; ; attempt++)
         {
-            throw new TimeoutException($"the guest did not connect its disk within 60 s (domain {_dom.State}, disk connected {_disk.IsConnected})");
+            _dom = _hv.CreateDomain(new DomainConfig { Name = $"blk-bench-{attempt}", MemoryMiB = 16 });
+            _disk = _dom.AttachDisk("xvda", BlockDevice.OpenFile(_path, writable: true));
+            _kernel = new BlockKernel(_offsets);
+            _dom.Start(_kernel);
+            if (_kernel.Ready.Wait(TimeSpan.FromSeconds(15)))
+            {
+                break;
+            }
+
+            // The first managed domain of a process sometimes hangs in the stub's XenBusClient.Connect
+            // (a known stub bug, being fixed); start another rather than lose the run.
+            var state = _dom.State;
+            _dom.Destroy();
+            _disk.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(30));
+            if (attempt == 3)
+            {
+                throw new TimeoutException($"the guest did not connect its disk within 15 s, {attempt} times (domain {state})");
+            }
         }
 
         Run(BlockKernel.Job.RandomRead); // one warm batch proves the path works before measuring
@@ -133,7 +148,7 @@ public class BlockFrontendBenchmarks
     [BenchmarkCategory("random-read")]
     public void BlkfrontRandomRead4K() => Run(BlockKernel.Job.RandomRead);
 
-    [Benchmark]
+    [Benchmark(Baseline = true)]
     [BenchmarkCategory("roundtrip")]
     public void RandomAccessRoundTrip64MiB()
     {
