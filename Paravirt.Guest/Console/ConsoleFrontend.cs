@@ -23,12 +23,16 @@ public sealed class ConsoleFrontend
 
     private readonly XenGuest _guest;
     private readonly Lock _lock = new();
+    private readonly GuestByteRing _out;
+    private readonly GuestByteRing _in;
 
     internal ConsoleFrontend(XenGuest guest, ulong page, uint port)
     {
         _guest = guest;
         Page = page;
         Port = port;
+        _out = new GuestByteRing(guest.Memory, page + OutOffset, OutSize, page + OutCons, page + OutProd, "console out");
+        _in = new GuestByteRing(guest.Memory, page + InOffset, InSize, page + InCons, page + InProd, "console in");
         if (port != 0)
         {
             XenGuest.Check(guest.Events.Attach(port, _ => InputArrived = true), $"unmask of the console port {port}");
@@ -68,38 +72,24 @@ public sealed class ConsoleFrontend
             return rc < 0 ? rc : bytes.Length;
         }
 
-        var mem = _guest.Memory;
         var done = 0;
         lock (_lock)
         {
             while (done < bytes.Length)
             {
-                var cons = (uint)mem.ReadVolatile(Page + OutCons, 4);
-                var prod = (uint)mem.ReadVolatile(Page + OutProd, 4);
-                var used = prod - cons;
-                if (used > OutSize)
+                var n = _out.Write(bytes[done..]);
+                if (n > 0)
                 {
-                    throw new InvalidOperationException($"console ring: out_prod {prod} is {used} bytes ahead of out_cons {cons}");
-                }
-
-                if (used == OutSize)
-                {
-                    _guest.Events.Send(Port);
-                    var deadline = _guest.Clock.SystemTimeNs() + FullRingTimeoutNs;
-                    if (!_guest.WaitFor(() => (uint)mem.ReadVolatile(Page + OutProd, 4) - (uint)mem.ReadVolatile(Page + OutCons, 4) < OutSize, deadline))
-                    {
-                        break;
-                    }
-
+                    done += n;
                     continue;
                 }
 
-                var at = prod & (OutSize - 1);
-                var n = (int)Math.Min(Math.Min(OutSize - used, OutSize - at), (uint)(bytes.Length - done));
-                mem.Write(Page + OutOffset + at, bytes.Slice(done, n));
-                Thread.MemoryBarrier(); // bytes before the index
-                mem.WriteVolatile(Page + OutProd, 4, prod + (uint)n);
-                done += n;
+                // Full: tell the backend, and wait (bounded) for it to make room.
+                _guest.Events.Send(Port);
+                if (!_guest.WaitFor(() => _out.Used < OutSize, _guest.Clock.SystemTimeNs() + FullRingTimeoutNs))
+                {
+                    break;
+                }
             }
         }
 
@@ -118,31 +108,15 @@ public sealed class ConsoleFrontend
             return 0;
         }
 
-        var mem = _guest.Memory;
         InputArrived = false;
         int n;
         lock (_lock)
         {
-            var cons = (uint)mem.ReadVolatile(Page + InCons, 4);
-            var prod = (uint)mem.ReadVolatile(Page + InProd, 4);
-            var avail = prod - cons;
-            if (avail > InSize)
+            n = _in.Read(buffer);
+            if (n > 0 && n < buffer.Length)
             {
-                throw new InvalidOperationException($"console ring: in_prod {prod} is {avail} bytes ahead of in_cons {cons}");
+                n += _in.Read(buffer[n..]); // the rest, past the wrap
             }
-
-            Thread.MemoryBarrier();
-            n = (int)Math.Min(avail, (uint)buffer.Length);
-            for (var i = 0; i < n;)
-            {
-                var at = (cons + (uint)i) & (InSize - 1);
-                var chunk = (int)Math.Min((uint)(n - i), InSize - at);
-                mem.Read(Page + InOffset + at, buffer.Slice(i, chunk));
-                i += chunk;
-            }
-
-            Thread.MemoryBarrier();
-            mem.WriteVolatile(Page + InCons, 4, cons + (uint)n);
         }
 
         if (n > 0)

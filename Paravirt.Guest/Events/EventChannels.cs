@@ -22,12 +22,14 @@ public sealed class EventChannels
     private readonly XenGuest _guest;
     private readonly IEventPorts _ports;
     private readonly Lock _lock = new();
+    private readonly Action<uint> _dispatch;
     private Action<uint>?[] _handlers = new Action<uint>?[EventChannel.EVTCHN_2L_NR_CHANNELS];
 
     internal EventChannels(XenGuest guest, EventAbi abi)
     {
         _guest = guest;
         Abi = abi;
+        _dispatch = Dispatch; // one delegate for every upcall, not a new one each time
         _ports = abi == EventAbi.TwoLevel ? new TwoLevelPorts(guest) : new FifoPorts(guest);
     }
 
@@ -134,7 +136,7 @@ public sealed class EventChannels
 
     // ---------------------------------------------------------------- dispatch
 
-    internal void HandleUpcall(VcpuContext v) => _ports.Scan(v, Dispatch);
+    internal void HandleUpcall(VcpuContext v) => _ports.Scan(v, _dispatch);
 
     private void Dispatch(uint port)
     {

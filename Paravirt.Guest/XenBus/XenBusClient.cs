@@ -33,6 +33,9 @@ public sealed class XenBusClient : XenStoreAccess
     private readonly Dictionary<string, Action<string>> _watches = new(StringComparer.Ordinal);
     private readonly List<byte> _rx = [];
     private readonly Lock _lock = new();
+    private readonly GuestByteRing _req;
+    private readonly GuestByteRing _rsp;
+    private readonly byte[] _chunk = new byte[RingSize];
     private uint _nextReqId = 1;
     private int _nextToken;
     private bool _draining;
@@ -44,6 +47,8 @@ public sealed class XenBusClient : XenStoreAccess
         _guest = guest;
         Page = page;
         Port = port;
+        _req = new GuestByteRing(guest.Memory, page + ReqOffset, RingSize, page + ReqCons, page + ReqProd, "xenstore req");
+        _rsp = new GuestByteRing(guest.Memory, page + RspOffset, RingSize, page + RspCons, page + RspProd, "xenstore rsp");
     }
 
     /// <summary>The guest this connection belongs to.</summary>
@@ -138,33 +143,20 @@ public sealed class XenBusClient : XenStoreAccess
     /// <summary>Writes a whole message into <c>req</c>, waiting for space as the store consumes.</summary>
     private void Send(byte[] message)
     {
-        var mem = _guest.Memory;
         var off = 0;
         lock (_lock)
         {
             while (off < message.Length)
             {
-                var cons = (uint)mem.ReadVolatile(Page + ReqCons, 4);
-                var prod = (uint)mem.ReadVolatile(Page + ReqProd, 4);
-                var used = prod - cons;
-                if (used > RingSize)
+                var n = _req.Write(message.AsSpan(off));
+                if (n > 0)
                 {
-                    throw new InvalidOperationException($"xenstore ring: req_prod {prod} is {used} bytes ahead of req_cons {cons}");
-                }
-
-                if (used == RingSize)
-                {
-                    Notify();
-                    _guest.WaitFor(() => (uint)mem.ReadVolatile(Page + ReqProd, 4) - (uint)mem.ReadVolatile(Page + ReqCons, 4) < RingSize);
+                    off += n;
                     continue;
                 }
 
-                var at = prod & (RingSize - 1);
-                var n = (int)Math.Min(Math.Min(RingSize - used, RingSize - at), (uint)(message.Length - off));
-                mem.Write(Page + ReqOffset + at, message.AsSpan(off, n));
-                Thread.MemoryBarrier(); // the bytes before the index (xs_wire.h: the producer's wmb)
-                mem.WriteVolatile(Page + ReqProd, 4, prod + (uint)n);
-                off += n;
+                Notify();
+                _guest.WaitFor(() => _req.Used < RingSize);
             }
         }
 
@@ -176,7 +168,6 @@ public sealed class XenBusClient : XenStoreAccess
     /// <summary>Copies whatever <c>rsp</c> holds into the reassembly buffer and parses complete messages.</summary>
     private void Drain()
     {
-        var mem = _guest.Memory;
         lock (_lock)
         {
             if (_draining)
@@ -190,27 +181,13 @@ public sealed class XenBusClient : XenStoreAccess
                 var consumed = false;
                 while (true)
                 {
-                    var cons = (uint)mem.ReadVolatile(Page + RspCons, 4);
-                    var prod = (uint)mem.ReadVolatile(Page + RspProd, 4);
-                    var avail = prod - cons;
-                    if (avail == 0)
+                    var n = _rsp.Read(_chunk);
+                    if (n == 0)
                     {
                         break;
                     }
 
-                    if (avail > RingSize)
-                    {
-                        throw new InvalidOperationException($"xenstore ring: rsp_prod {prod} is {avail} bytes ahead of rsp_cons {cons}");
-                    }
-
-                    Thread.MemoryBarrier(); // read the index before the bytes
-                    var at = cons & (RingSize - 1);
-                    var n = (int)Math.Min(avail, RingSize - at);
-                    var chunk = new byte[n];
-                    mem.Read(Page + RspOffset + at, chunk);
-                    _rx.AddRange(chunk);
-                    Thread.MemoryBarrier();
-                    mem.WriteVolatile(Page + RspCons, 4, cons + (uint)n);
+                    _rx.AddRange(_chunk.AsSpan(0, n));
                     consumed = true;
                 }
 
