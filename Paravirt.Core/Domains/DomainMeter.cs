@@ -70,9 +70,6 @@ public sealed class DomainMeter
     /// <summary>Bytes the domain's block frontends wrote to their virtual disks (completed requests).</summary>
     public long BlockBytesWritten => Interlocked.Read(ref _blockBytesWritten);
 
-    /// <summary>Counts a hypercall on vCPU <paramref name="vcpu"/>'s row. Called only on that vCPU's own thread.</summary>
-    internal void CountHypercall(int vcpu, ulong nr) => CountHypercall(_hypercalls[vcpu], nr);
-
     /// <summary>vCPU <paramref name="vcpu"/>'s row of hypercall counters, for a gate to keep at hand.</summary>
     internal long[] HypercallRow(int vcpu) => _hypercalls[vcpu];
 

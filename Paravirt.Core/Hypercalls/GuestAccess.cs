@@ -21,4 +21,11 @@ internal static class GuestAccess
 
     public static bool TryCopyTo(this Vcpu vcpu, ulong address, ReadOnlySpan<byte> source) =>
         vcpu.Domain.Memory.TryWrite(address, source);
+
+    /// <summary>
+    /// A cursor for a run of accesses that mostly stay on one page (a multicall list, a batch of
+    /// descriptors): the same semantics as one copy per access, without a frame reference taken
+    /// and dropped each time. Dispose it when the run ends.
+    /// </summary>
+    public static Memory.GuestPageCursor OpenCursor(this Vcpu vcpu) => new(vcpu.Domain.Memory);
 }

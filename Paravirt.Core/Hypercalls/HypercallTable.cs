@@ -65,13 +65,6 @@ public sealed unsafe class HypercallTable
         _handlers[nr] = handler;
     }
 
-    /// <summary>Runs hypercall <paramref name="nr"/> for <paramref name="vcpu"/>, counting it on the vCPU's meter row.</summary>
-    internal long Dispatch(Vcpu vcpu, ulong nr, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5)
-    {
-        vcpu.Domain.Meter.CountHypercall(vcpu.Id, nr);
-        return Invoke(vcpu, nr, a1, a2, a3, a4, a5);
-    }
-
     /// <summary>Runs hypercall <paramref name="nr"/> without metering it (the caller has counted it).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal long Invoke(Vcpu vcpu, ulong nr, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5)

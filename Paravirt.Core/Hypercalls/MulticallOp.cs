@@ -5,9 +5,10 @@ namespace Paravirt.Core.Hypercalls;
 
 /// <summary>
 /// <c>__HYPERVISOR_multicall(call_list, nr_calls)</c>: runs each <c>multicall_entry</c> in order and
-/// stores its result in the entry's <c>result</c> field. Each entry is copied out once before it
-/// runs. A multicall inside a multicall answers -EINVAL in that entry (Xen forbids re-entry).
-/// The batch is bounded by the domain's limit; Xen preempts long batches with a continuation,
+/// stores its result in the entry's <c>result</c> field. Each entry is copied out once, just before
+/// it runs (so an earlier entry may change a later one, as in Xen), through a cursor that holds the
+/// list's page between entries instead of taking a frame reference per access. A multicall
+/// inside a multicall answers -EINVAL in that entry (Xen forbids re-entry). The batch is bounded by the domain's limit; Xen preempts long batches with a continuation,
 /// which a managed vCPU does not need.
 /// </summary>
 internal static unsafe class MulticallOp
@@ -29,24 +30,28 @@ internal static unsafe class MulticallOp
         }
 
         var table = vcpu.Domain.Hypervisor.Hypercalls;
+        var meterRow = vcpu.Domain.Meter.HypercallRow(vcpu.Id);
+        var domain = vcpu.Domain;
         vcpu.InMulticall = true;
+        var list = vcpu.OpenCursor();
         try
         {
             for (var i = 0u; i < count; i++)
             {
                 var entryAddress = callList + (i * (ulong)EntrySize);
-                if (!vcpu.TryCopyFrom(entryAddress, out multicall_entry call))
+                if (!list.TryRead(entryAddress, out multicall_entry call))
                 {
                     return Result.Err(Errno.EFAULT);
                 }
 
-                var result = table.Dispatch(vcpu, call.op, call.args[0], call.args[1], call.args[2], call.args[3], call.args[4]);
-                if (!vcpu.TryCopyTo(entryAddress + (ulong)ResultOffset, (ulong)result))
+                DomainMeter.CountHypercall(meterRow, call.op);
+                var result = table.Invoke(vcpu, call.op, call.args[0], call.args[1], call.args[2], call.args[3], call.args[4]);
+                if (!list.TryWrite(entryAddress + (ulong)ResultOffset, (ulong)result))
                 {
                     return Result.Err(Errno.EFAULT);
                 }
 
-                if (!vcpu.Domain.IsAlive)
+                if (!domain.IsAlive)
                 {
                     break; // an entry shut the domain down
                 }
@@ -54,6 +59,7 @@ internal static unsafe class MulticallOp
         }
         finally
         {
+            list.Dispose();
             vcpu.InMulticall = false;
         }
 

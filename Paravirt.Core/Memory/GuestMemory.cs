@@ -27,6 +27,10 @@ public sealed unsafe class GuestMemory
 
     public PhysMap PhysMap { get; }
 
+    internal FrameTable Frames => _frames;
+
+    internal MachineMemory Machine => _memory;
+
     /// <summary>The domain this memory belongs to.</summary>
     public ushort Owner { get; }
 

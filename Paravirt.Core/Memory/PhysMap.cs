@@ -54,6 +54,15 @@ public sealed class PhysMap
         }
     }
 
+    /// <summary>
+    /// True if <paramref name="gfn"/> is in the dense range and its entry still maps
+    /// <paramref name="mfn"/> as <paramref name="type"/>: one plain read, for callers that hold the
+    /// frame and only need to know the mapping has not changed since they looked it up.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal bool DenseStillMaps(ulong gfn, ulong mfn, P2mType type) =>
+        gfn < (ulong)_dense.Length && Volatile.Read(ref _dense[gfn]) == (mfn | ((ulong)type << TypeShift));
+
     public bool TryLookup(ulong gfn, out ulong mfn, out P2mType type)
     {
         ulong entry;

@@ -45,6 +45,51 @@ public sealed class MulticallTests : IDisposable
     }
 
     [Fact]
+    public void Each_Entry_Is_Read_Just_Before_It_Runs_So_An_Earlier_Entry_Can_Rewrite_A_Later_One()
+    {
+        // Entry 0 asks for XENVER_extraversion into entry 1's op and result fields (16 bytes):
+        // entry 1's op becomes the text ".0-paravirt" as a number, which is no hypercall. A
+        // multicall that had read the whole list up front would run entry 1 as xen_version.
+        var results = new long[3];
+        long rc = -1;
+        GuestRunner.Run(_hv, g =>
+        {
+            var size = (ulong)System.Runtime.InteropServices.Marshal.SizeOf<multicall_entry>();
+            var list = g.Scratch + 0x1000;
+            g.Cpu.Memory.Write(list + 0 * size, Entry(Xen.__HYPERVISOR_xen_version, XenVersion.XENVER_extraversion, list + size));
+            g.Cpu.Memory.Write(list + 1 * size, Entry(Xen.__HYPERVISOR_xen_version, XenVersion.XENVER_version));
+            g.Cpu.Memory.Write(list + 2 * size, Entry(Xen.__HYPERVISOR_xen_version, XenVersion.XENVER_pagesize));
+            rc = g.Hypercall(Xen.__HYPERVISOR_multicall, list, 3);
+            for (var i = 0; i < 3; i++)
+            {
+                results[i] = (long)g.Cpu.Memory.Read<multicall_entry>(list + (ulong)i * size).result;
+            }
+        });
+        rc.Should().Be(0);
+        results.Should().Equal(0, -(long)Errno.ENOSYS, 4096);
+    }
+
+    [Fact]
+    public void An_Entry_That_Releases_The_Lists_Own_Page_Makes_The_Rest_EFAULT_And_The_Frame_Comes_Back()
+    {
+        var free = _hv.FreeFrames;
+        long rc = 0;
+        GuestRunner.Run(_hv, g =>
+        {
+            var size = (ulong)System.Runtime.InteropServices.Marshal.SizeOf<multicall_entry>();
+            var list = g.Scratch + 0x2000;                     // its own page, apart from the extent list
+            var extents = MemoryOpTests.List(g);
+            g.Cpu.Memory.Write(extents, list >> 12);
+            g.Cpu.Memory.Write(g.Scratch, new xen_memory_reservation { extent_start = extents, nr_extents = 1, domid = Xen.DOMID_SELF });
+            g.Cpu.Memory.Write(list + 0 * size, Entry(Xen.__HYPERVISOR_memory_op, (ulong)XenMem.XENMEM_decrease_reservation, g.Scratch));
+            g.Cpu.Memory.Write(list + 1 * size, Entry(Xen.__HYPERVISOR_xen_version, XenVersion.XENVER_version));
+            rc = g.Hypercall(Xen.__HYPERVISOR_multicall, list, 2);
+        });
+        rc.Should().Be(-(long)Errno.EFAULT, "entry 0's result has nowhere to go once its page is gone");
+        _hv.FreeFrames.Should().Be(free, "the multicall let go of the list's page, so every frame returned when the domain was destroyed");
+    }
+
+    [Fact]
     public void A_List_Pointing_Into_Unmapped_Memory_Is_EFAULT()
     {
         long rc = 0;
