@@ -71,10 +71,14 @@ internal sealed class XenStoreServer(XsQuotas? quotas = null)
                 }
             }
 
-            // A RELEASE may have dropped connections of the released domain.
-            foreach (var id in sinks.Keys.Where(id => !state.Connections.ContainsKey(id)).ToList())
+            // A RELEASE may have dropped connections of the released domain. Only then do the
+            // counts differ, so the common request does not walk the sinks.
+            if (sinks.Count != state.Connections.Count)
             {
-                sinks.Remove(id);
+                foreach (var id in sinks.Keys.Where(id => !state.Connections.ContainsKey(id)).ToList())
+                {
+                    sinks.Remove(id);
+                }
             }
         }
     }
