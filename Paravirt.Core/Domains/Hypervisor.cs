@@ -45,6 +45,10 @@ public sealed class Hypervisor : IDisposable
 
     private readonly Lock _domainsLock = new();
     private readonly Dictionary<ushort, Domain> _domains = new();
+
+    // Domains by id for lookups on hot paths (grant copy, event send): read without the lock,
+    // written under it; the array is replaced, never resized in place.
+    private Domain?[] _byId = new Domain?[64];
     private ushort _nextDomid = 1;
     private bool _disposed;
 
@@ -130,6 +134,14 @@ public sealed class Hypervisor : IDisposable
 
             domain = new Domain(this, AllocateDomid(), config);
             _domains.Add(domain.Id, domain);
+            if (domain.Id >= _byId.Length)
+            {
+                var grown = new Domain?[Math.Max(_byId.Length * 2, domain.Id + 1)];
+                _byId.CopyTo(grown, 0);
+                Volatile.Write(ref _byId, grown);
+            }
+
+            Volatile.Write(ref _byId[domain.Id], domain);
         }
 
         try
@@ -155,10 +167,8 @@ public sealed class Hypervisor : IDisposable
             return HostDomain;
         }
 
-        lock (_domainsLock)
-        {
-            return _domains.GetValueOrDefault(domid);
-        }
+        var byId = Volatile.Read(ref _byId);
+        return domid < byId.Length ? Volatile.Read(ref byId[domid]) : null;
     }
 
     public Domain? FindDomain(string name)
@@ -202,7 +212,10 @@ public sealed class Hypervisor : IDisposable
         NoteStuckThreads(domain.StuckVcpuThreads);
         lock (_domainsLock)
         {
-            _domains.Remove(domain.Id);
+            if (_domains.Remove(domain.Id))
+            {
+                Volatile.Write(ref _byId[domain.Id], null);
+            }
         }
     }
 

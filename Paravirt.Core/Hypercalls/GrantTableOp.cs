@@ -77,26 +77,35 @@ internal static class GrantTableOp
 
     /// <summary>
     /// The shape most batched grant ops share: copy each op out of the guest once, act on the copy,
-    /// write the op's GNTST_* status back; a fault on the array ends the batch with -EFAULT.
+    /// write the op's GNTST_* status back; a fault on the array ends the batch with -EFAULT. The
+    /// array is read through a page cursor (no frame reference per access; see GuestPageCursor).
     /// </summary>
     private static long ForEachOp<T>(Vcpu vcpu, ulong uop, uint count, ulong statusOffset, GrantAction<T> action)
         where T : unmanaged
     {
-        for (var i = 0u; i < count; i++)
+        var ops = vcpu.OpenCursor();
+        try
         {
-            var at = Element<T>(uop, i);
-            if (!vcpu.TryCopyFrom(at, out T op))
+            for (var i = 0u; i < count; i++)
             {
-                return Result.Err(Errno.EFAULT);
+                var at = Element<T>(uop, i);
+                if (!ops.TryRead(at, out T op))
+                {
+                    return Result.Err(Errno.EFAULT);
+                }
+
+                if (!ops.TryWrite(at + statusOffset, (short)action(vcpu, in op)))
+                {
+                    return Result.Err(Errno.EFAULT);
+                }
             }
 
-            if (!vcpu.TryCopyTo(at + statusOffset, (short)action(vcpu, in op)))
-            {
-                return Result.Err(Errno.EFAULT);
-            }
+            return Result.Ok;
         }
-
-        return Result.Ok;
+        finally
+        {
+            ops.Dispose();
+        }
     }
 
     private static long MapGrantRef(Vcpu vcpu, ulong uop, uint count)
