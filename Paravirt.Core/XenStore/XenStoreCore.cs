@@ -79,6 +79,7 @@ internal static class XenStoreCore
     {
         private readonly XenStoreState original = original;
         private readonly XsMessage request = request;
+        private readonly XsConnection originalConn = conn;
         private XsConnection conn = conn;
         private XsTransaction? tx;
         private ImmutableDictionary<string, XsNode> nodes = original.Nodes;
@@ -156,6 +157,16 @@ internal static class XenStoreCore
             if (tx is not null && conn.Transactions.ContainsKey(tx.Id))
             {
                 conn = conn with { Transactions = conn.Transactions.SetItem(tx.Id, tx) };
+            }
+
+            // A request that changed nothing (a read outside a transaction, most often) keeps the
+            // state it found rather than building an equal one.
+            if (tx is null && ReferenceEquals(conn, originalConn) && ReferenceEquals(nodes, original.Nodes)
+                && generation == original.Generation && ReferenceEquals(entries, original.Entries)
+                && ReferenceEquals(domains, original.Domains) && ReferenceEquals(others, original.Connections)
+                && introducePerms == original.IntroducePerms && releasePerms == original.ReleasePerms)
+            {
+                return original;
             }
 
             return original with

@@ -88,11 +88,10 @@ public sealed class XenStoreSocketServer : IAsyncDisposable
         var ct = stop.Token;
         await using var stream = new NetworkStream(client, ownsSocket: true);
         var reader = PipeReader.Create(stream);
-        var writer = PipeWriter.Create(stream);
-        var outbox = Channel.CreateUnbounded<XsMessage>(new UnboundedChannelOptions { SingleReader = true });
-        var id = Store.Connect(0, m => outbox.Writer.TryWrite(m));
+        var outbox = new Outbox(stream);
+        var id = Store.Connect(0, outbox.Add);
         using var writerStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var sending = SendAsync(outbox.Reader, writer, writerStop.Token);
+        var flusher = outbox.FlushOnKickAsync(writerStop.Token);
         try
         {
             while (true)
@@ -100,12 +99,18 @@ public sealed class XenStoreSocketServer : IAsyncDisposable
                 var read = await reader.ReadAsync(ct).ConfigureAwait(false);
                 var buffer = read.Buffer;
                 XsReadStatus status;
+                outbox.Submitting = true;
                 while ((status = XsWireCodec.TryRead(ref buffer, out var request)) == XsReadStatus.Message)
                 {
                     Store.Submit(id, request);
                 }
 
+                outbox.Submitting = false;
                 reader.AdvanceTo(buffer.Start, buffer.End);
+
+                // Every reply to what was just read goes out in one send, from this thread: no hop
+                // to a writer task between a request and its reply.
+                await outbox.FlushAsync(ct).ConfigureAwait(false);
                 if (status == XsReadStatus.TooLong || read.IsCompleted)
                 {
                     break; // protocol violation (xenstored ignores such a client) or end of stream
@@ -119,10 +124,13 @@ public sealed class XenStoreSocketServer : IAsyncDisposable
         finally
         {
             Store.Disconnect(id);
-            outbox.Writer.TryComplete();
+            outbox.Complete();
             try
             {
-                await sending.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+                // What is still queued goes out, unless the client has stopped reading: then it is
+                // dropped with the connection after a bounded wait.
+                await flusher.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+                await outbox.FlushAsync(writerStop.Token).WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception e) when (e is TimeoutException or OperationCanceledException or IOException or SocketException or ObjectDisposedException)
             {
@@ -130,23 +138,102 @@ public sealed class XenStoreSocketServer : IAsyncDisposable
             }
 
             await reader.CompleteAsync().ConfigureAwait(false);
-            await writer.CompleteAsync().ConfigureAwait(false);
         }
     }
 
-    private static async Task SendAsync(ChannelReader<XsMessage> outbox, PipeWriter writer, CancellationToken ct)
+    /// <summary>
+    /// A connection's outgoing bytes. The store calls <see cref="Add"/> under its lock, for replies
+    /// (from this connection's own reader, which then flushes) and for watch events (from whichever
+    /// connection's request fired them, which kicks the flusher task instead). Sends are serialized
+    /// by one async mutex; between sends, messages collect in a buffer and leave in one write.
+    /// </summary>
+    private sealed class Outbox(NetworkStream stream)
     {
-        while (await outbox.WaitToReadAsync(ct).ConfigureAwait(false))
+        private readonly Lock gate = new();
+        private readonly SemaphoreSlim sending = new(1, 1);
+        private readonly Channel<bool> kick = Channel.CreateBounded<bool>(new BoundedChannelOptions(1)
         {
-            while (outbox.TryRead(out var message))
+            FullMode = BoundedChannelFullMode.DropWrite,
+            SingleReader = true,
+        });
+
+        private ArrayBufferWriter<byte> pending = new(4096);
+        private ArrayBufferWriter<byte> spare = new(4096);
+
+        /// <summary>Set by the connection's reader while it submits a batch; it flushes right after.</summary>
+        public bool Submitting
+        {
+            get => Volatile.Read(ref submitting);
+            set => Volatile.Write(ref submitting, value);
+        }
+
+        private bool submitting;
+
+        public void Add(XsMessage message)
+        {
+            bool ownBatch;
+            lock (gate)
             {
-                XsWireCodec.Write(writer, message);
+                XsWireCodec.Write(pending, message);
+
+                // Read under the lock: if the reader has finished its batch, its flush may already
+                // have taken the buffer, so this message needs the flusher.
+                ownBatch = Submitting;
             }
 
-            var flushed = await writer.FlushAsync(ct).ConfigureAwait(false);
-            if (flushed.IsCompleted || flushed.IsCanceled)
+            if (!ownBatch)
             {
-                return;
+                kick.Writer.TryWrite(true);
+            }
+        }
+
+        public void Complete() => kick.Writer.TryComplete();
+
+        public async Task FlushOnKickAsync(CancellationToken ct)
+        {
+            try
+            {
+                while (await kick.Reader.WaitToReadAsync(ct).ConfigureAwait(false))
+                {
+                    kick.Reader.TryRead(out _);
+                    await FlushAsync(ct).ConfigureAwait(false);
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or IOException or SocketException or ObjectDisposedException)
+            {
+                // Stopping, or the client went away.
+            }
+        }
+
+        /// <summary>Sends everything added so far.</summary>
+        public async Task FlushAsync(CancellationToken ct)
+        {
+            await sending.WaitAsync(ct).ConfigureAwait(false);
+            try
+            {
+                while (true)
+                {
+                    ArrayBufferWriter<byte> batch;
+                    lock (gate)
+                    {
+                        if (pending.WrittenCount == 0)
+                        {
+                            return;
+                        }
+
+                        batch = pending;
+                        pending = spare;
+                        spare = batch;
+                    }
+
+                    // Only the holder of `sending` touches `spare` (now `batch`) outside the lock.
+                    await stream.WriteAsync(batch.WrittenMemory, ct).ConfigureAwait(false);
+                    batch.ResetWrittenCount();
+                }
+            }
+            finally
+            {
+                sending.Release();
             }
         }
     }

@@ -187,6 +187,32 @@ public sealed class XenStoreHostileTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_Watcher_That_Never_Reads_Holds_Up_Neither_The_Writer_Nor_The_Server()
+    {
+        // The watcher's events pile up far beyond what the socket buffers hold (2,000 events of
+        // ~2 KiB), so its sends block; the writer's own replies must still all arrive, and the
+        // server must still shut down (DisposeAsync in the fixture) within its bounded wait.
+        using var watcher = Client();
+        using var writer = Client();
+        await watcher.Send(XsMessage.Strings(XS_WATCH, 1, 0, "/stall", new string('t', 2000)));
+        (await watcher.Receive())!.Value.Kind.Should().Be(XS_WATCH);
+        const int Writes = 2000;
+        var burst = Enumerable.Range(0, Writes)
+            .SelectMany(i => XsWireCodec.Encode(XsMessage.Strings(XS_WRITE, (uint)i + 1, 0, "/stall/x", "v"))).ToArray();
+        var sending = writer.Send(burst);
+        for (var i = 0; i < Writes; i++)
+        {
+            var reply = await writer.Receive();
+            reply.Should().NotBeNull($"reply {i + 1} of {Writes} must arrive while the watcher is stalled");
+            reply!.Value.ReqId.Should().Be((uint)i + 1);
+            reply.Value.Kind.Should().Be(XS_WRITE);
+        }
+
+        await sending;
+        await ExpectReadWorks(writer, Writes + 1);
+    }
+
+    [Fact]
     public void A_Guest_Watch_Flood_Stops_At_The_Quota()
     {
         var xs = new XsHarness();
