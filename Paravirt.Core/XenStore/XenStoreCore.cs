@@ -370,11 +370,26 @@ internal static class XenStoreCore
         /// otherwise throws ENOENT or EACCES, EACCES whenever the nearest existing ancestor would not grant
         /// <paramref name="perm"/> either (so a missing node reveals nothing).
         /// </summary>
-        private XsNode GetNode(string? name, XsPermFlags perm)
+        private XsNode GetNode(string? name, XsPermFlags perm) =>
+            TryGetNode(name, perm, out var node) is { } err ? throw Fail(err) : node!;
+
+        /// <summary>GetNode that returns null for ENOENT (callers that create).</summary>
+        /// <remarks>Without an exception on the ENOENT path: every write that creates a node takes it.</remarks>
+        private XsNode? GetNodeOrNull(string? name, XsPermFlags perm) =>
+            TryGetNode(name, perm, out var node) switch
+            {
+                null => node,
+                XsWire.XSD_ERROR_ENOENT => null,
+                var err => throw Fail(err),
+            };
+
+        /// <summary>xenstored's get_node: the node, or the errno name that explains why not (errno_from_parents for a missing or forbidden one).</summary>
+        private string? TryGetNode(string? name, XsPermFlags perm, out XsNode? found)
         {
+            found = null;
             if (name is null || !IsValidNodeName(name, Q.MaxPathLength))
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return XsWire.XSD_ERROR_EINVAL;
             }
 
             var node = ReadNode(name);
@@ -383,7 +398,8 @@ internal static class XenStoreCore
             {
                 if ((PermFor(conn, node.Perms) & perm) == perm)
                 {
-                    return node;
+                    found = node;
+                    return null;
                 }
 
                 err = XsWire.XSD_ERROR_EACCES;
@@ -402,20 +418,7 @@ internal static class XenStoreCore
                 }
             }
 
-            throw Fail((parentPerm & perm) != 0 ? err : XsWire.XSD_ERROR_EACCES);
-        }
-
-        /// <summary>GetNode that returns null for ENOENT (callers that create).</summary>
-        private XsNode? GetNodeOrNull(string? name, XsPermFlags perm)
-        {
-            try
-            {
-                return GetNode(name, perm);
-            }
-            catch (XsError e) when (e.Name == XsWire.XSD_ERROR_ENOENT)
-            {
-                return null;
-            }
+            return (parentPerm & perm) != 0 ? err : XsWire.XSD_ERROR_EACCES;
         }
 
         /// <summary>xenstored's create_node: makes the node and any missing ancestors; new nodes inherit their parent's permissions, owned by the creator if unprivileged.</summary>
