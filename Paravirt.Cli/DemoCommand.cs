@@ -85,9 +85,11 @@ internal sealed class Demo : IAsyncDisposable
         ];
     }
 
-    public IReadOnlyList<DemoGuest> Guests { get; }
+    /// <summary>The guests <c>boot</c> starts (a list, so a step of another area can add its own).</summary>
+    public List<DemoGuest> Guests { get; }
 
-    public IReadOnlyList<DemoStep> Steps { get; }
+    /// <summary>The steps, in order (a list, so another area's step slots in).</summary>
+    public List<DemoStep> Steps { get; }
 
     /// <summary>Runs each step, printing a check line for each, then the table; 0 when all passed.</summary>
     public async Task<int> RunAsync(CancellationToken ct)

@@ -127,6 +127,7 @@ internal static class RunCommand
     /// <summary>One <c>run</c>: boots, restarts, and the end.</summary>
     private sealed class Session(DomainSpec spec, Hypervisor hv, TextWriter output, TextWriter error, int maxRestarts)
     {
+        private readonly TaskCompletionSource _firstBoot = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private volatile Domain? _current;
 
         public async Task<int> RunAsync(CancellationToken ct)
@@ -254,6 +255,7 @@ internal static class RunCommand
                 CultureInfo.InvariantCulture,
                 $"paravirt: domain {dom.Id} ({dom.Name}) starting: {spec.Kernel}, {spec.MemoryMiB} MiB, {spec.Vcpus} vCPU(s), {disks.Count} disk(s)")).ConfigureAwait(false);
             _current = dom;
+            _firstBoot.TrySetResult();
             dom.Start(kernel);
             return (dom, disks, "");
         }
@@ -306,6 +308,7 @@ internal static class RunCommand
             var buffer = new byte[1024];
             try
             {
+                await _firstBoot.Task.WaitAsync(ct).ConfigureAwait(false);
                 int n;
                 while ((n = await input.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
                 {

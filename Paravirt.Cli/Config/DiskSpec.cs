@@ -29,10 +29,9 @@ internal sealed record DiskSpec(string Target, string Vdev, bool ReadOnly, strin
     public static DiskSpec Parse(string spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
-        var values = new Dictionary<string, string>(StringComparer.Ordinal);
-        var positional = new List<string>();
+        // Pass 1: the parameters in order, as (key or null for positional, value); flags apart.
+        var tokens = new List<(string? Key, string Value)>();
         string? devtype = null;
-        var prefixed = false;
         var pos = 0;
         while (pos <= spec.Length)
         {
@@ -43,7 +42,7 @@ internal sealed record DiskSpec(string Target, string Vdev, bool ReadOnly, strin
 
             if (spec.AsSpan(pos).StartsWith("target="))
             {
-                Set(values, "target", spec[(pos + "target=".Length)..]);
+                tokens.Add(("target", spec[(pos + "target=".Length)..]));
                 break;
             }
 
@@ -62,29 +61,30 @@ internal sealed record DiskSpec(string Target, string Vdev, bool ReadOnly, strin
                 if (key == "devtype")
                 {
                     devtype = part[(eq + 1)..];
-                    continue;
                 }
-
-                Set(values, key, part[(eq + 1)..]);
+                else
+                {
+                    tokens.Add((key, part[(eq + 1)..]));
+                }
             }
             else if (part == "cdrom")
             {
                 devtype = "cdrom";
             }
-            else if (IgnoredFlags.Contains(part))
+            else if (!IgnoredFlags.Contains(part))
             {
-                // Advisory flags (discard, trusted, …): blkback decides these itself.
-            }
-            else
-            {
-                positional.Add(part);
+                // Advisory flags (discard, trusted, …) are blkback's to decide; the rest is positional.
+                tokens.Add((null, part));
             }
         }
 
         // The first positional may carry deprecated prefixes: "file:", "tap:aio:", "raw:" …
-        if (positional.Count > 0)
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        var prefixed = false;
+        var firstPositional = tokens.FindIndex(t => t.Key is null);
+        if (firstPositional >= 0)
         {
-            var first = positional[0];
+            var first = tokens[firstPositional].Value;
             while (first.IndexOf(':') is > 0 and var colon)
             {
                 var prefix = first[..colon];
@@ -95,7 +95,7 @@ internal sealed record DiskSpec(string Target, string Vdev, bool ReadOnly, strin
                 else if (Formats.Contains(prefix))
                 {
                     prefixed = true;
-                    Set(values, "format", prefix);
+                    tokens.Add(("format", prefix));
                 }
                 else if (ScriptPrefixes.Contains(prefix))
                 {
@@ -109,32 +109,50 @@ internal sealed record DiskSpec(string Target, string Vdev, bool ReadOnly, strin
                 first = first[(colon + 1)..];
             }
 
-            positional[0] = first;
+            tokens[firstPositional] = (null, first);
         }
 
-        // The deprecated order is target, vdev, access.
+        // The deprecated order is target, vdev, access: chosen by a prefix, or a second positional that is a vdev, not a format.
+        var positional = tokens.Where(t => t.Key is null).Select(t => t.Value).ToList();
         var deprecated = prefixed || (positional.Count >= 2 && positional[1].Length > 0 && !Formats.Contains(positional[1])
             && VirtualDeviceNumber.TryParse(positional[1].Split(':')[0], out _));
         var names = deprecated ? ["target", "vdev", "access"] : Positional;
+
+        // Pass 2: in order. A positional takes the next parameter not yet specified; an empty one
+        // specifies its default. Only target= may follow an empty positional target.
+        var specified = new HashSet<string>(StringComparer.Ordinal);
         var next = 0;
-        foreach (var value in positional)
+        foreach (var (key, value) in tokens)
         {
-            while (next < names.Length && values.ContainsKey(names[next]))
+            string name;
+            if (key is null)
             {
-                next++;
+                while (next < names.Length && specified.Contains(names[next]))
+                {
+                    next++;
+                }
+
+                if (next >= names.Length)
+                {
+                    throw new FormatException($"too many positional parameters ('{value}' is left over); expected at most target, format, vdev, access");
+                }
+
+                name = names[next++];
+            }
+            else
+            {
+                name = key;
+                if (specified.Contains(name) && !(name == "target" && values.GetValueOrDefault("target", "").Length == 0))
+                {
+                    throw new FormatException($"'{name}' is given twice; expected each parameter at most once (positionally or by name)");
+                }
             }
 
-            if (next >= names.Length)
-            {
-                throw new FormatException($"too many positional parameters ('{value}' is left over); expected at most target, format, vdev, access");
-            }
-
+            specified.Add(name);
             if (value.Length > 0)
             {
-                Set(values, names[next], value);
+                values[name] = value;
             }
-
-            next++;
         }
 
         if (values.TryGetValue("vdev", out var vdevText) && vdevText.IndexOf(':') is > 0 and var c)
@@ -197,15 +215,5 @@ internal sealed record DiskSpec(string Target, string Vdev, bool ReadOnly, strin
         }
 
         return new DiskSpec(target, vdev, readOnly || cdrom, format, cdrom);
-    }
-
-    private static void Set(Dictionary<string, string> values, string key, string value)
-    {
-        if (values.ContainsKey(key))
-        {
-            throw new FormatException($"'{key}' is given twice; expected each parameter at most once (positionally or by name)");
-        }
-
-        values[key] = value;
     }
 }

@@ -8,7 +8,8 @@ namespace Paravirt.Cli.Guests;
 /// at a time), event channels (<c>EVTCHNOP_alloc_unbound</c>), grant frames
 /// (<c>XENMEM_add_to_physmap(XENMAPSPACE_grant_table)</c>) and XenStore nodes (<c>XS_WRITE</c>) each
 /// until the hypervisor says no, prints one <c>limit …</c> line per resource with Xen's answer, and
-/// then crashes itself (<c>SCHEDOP_shutdown(SHUTDOWN_crash)</c>). Every loop has a cap far above the
+/// then crashes itself (<c>SCHEDOP_shutdown(SHUTDOWN_crash)</c>); with <c>hold</c> in its command line it first
+/// keeps everything until a byte of console input arrives. Every loop has a cap far above the
 /// limits, so a hypervisor that failed to say no shows up as "no limit" instead of a hang.
 /// </summary>
 internal sealed class BombGuest : GuestKernel
@@ -74,6 +75,18 @@ internal sealed class BombGuest : GuestKernel
         }
 
         rt.Out.WriteLine($"limit xenstore: {(nodes % 65 == 0 ? "XS_MKDIR" : "XS_WRITE")} answered {XenGuest.ErrnoName(rc)} after {nodes} nodes");
+        if (new GuestArgs(rt.CommandLine).Has("hold"))
+        {
+            // Keep everything taken until the host says so on the console (input needs no new resource).
+            rt.Out.WriteLine("bomb: every resource ran out; holding it all until console input");
+            rt.Out.Flush();
+            var buffer = new byte[16];
+            while (rt.Console.Read(buffer) == 0)
+            {
+                rt.WaitFor(() => rt.Console.InputArrived);
+            }
+        }
+
         rt.Out.WriteLine("bomb: every resource ran out; crashing on purpose");
         rt.Shutdown(Sched.SHUTDOWN_crash);
     }
