@@ -91,7 +91,7 @@ internal sealed class Demo : IAsyncDisposable
     /// <summary>The steps, in order (a list, so another area's step slots in).</summary>
     public List<DemoStep> Steps { get; }
 
-    /// <summary>Runs each step, printing a check line for each, then the table; 0 when all passed.</summary>
+    /// <summary>Runs each step, printing a check line for each, then the verdict and the table; 0 when all passed.</summary>
     public async Task<int> RunAsync(CancellationToken ct)
     {
         await _out.WriteLineAsync($"paravirt demo: {Guests.Count} managed guests on one hypervisor ({_hv.Version}); consoles are prefixed by domain name").ConfigureAwait(false);
@@ -106,9 +106,10 @@ internal sealed class Demo : IAsyncDisposable
                 var seen = await step.Check(ct).ConfigureAwait(false);
                 line = $"check {step.Name}: ok: {seen}";
             }
-            catch (Exception e) when (e is CheckFailedException or TimeoutException or InvalidOperationException or IOException)
+            catch (Exception e) when (e is not OperationCanceledException)
             {
-                line = $"check {step.Name}: FAILED: {e.Message}";
+                // A check's own failure, or anything a step ran into (a guest that never answered, an I/O error): the step failed.
+                line = $"check {step.Name}: FAILED: {(e is CheckFailedException ? "" : e.GetType().Name + ": ")}{e.Message}";
                 failed.Add(step.Name);
             }
 
@@ -119,12 +120,11 @@ internal sealed class Demo : IAsyncDisposable
             }
         }
 
-        await _out.WriteLineAsync().ConfigureAwait(false);
-        DomainTable.WriteText(_out, _table.Count > 0 ? _table : DomainTable.Snapshot(_hv, Environment.ProcessId), withHost: false);
-        await _out.WriteLineAsync().ConfigureAwait(false);
         await _out.WriteLineAsync(failed.Count == 0
             ? $"demo: all {Steps.Count} checks passed"
             : $"demo: FAILED: {failed.Count} of {ran} checks run failed ({string.Join(", ", failed)})").ConfigureAwait(false);
+        await _out.WriteLineAsync().ConfigureAwait(false);
+        DomainTable.WriteText(_out, _table.Count > 0 ? _table : DomainTable.Snapshot(_hv, Environment.ProcessId), withHost: false);
         return failed.Count == 0 ? ExitCodes.Ok : ExitCodes.CheckFailed;
     }
 

@@ -19,6 +19,7 @@ internal sealed class ControlServer : IAsyncDisposable
     private readonly Func<IReadOnlyList<DomainRow>> _rows;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _accepting;
+    private readonly List<Task> _serving = [];
 
     private ControlServer(string path, Socket listener, Func<IReadOnlyList<DomainRow>> rows)
     {
@@ -65,7 +66,12 @@ internal sealed class ControlServer : IAsyncDisposable
                 return;
             }
 
-            _ = ServeAsync(client);
+            var serving = ServeAsync(client);
+            lock (_serving)
+            {
+                _serving.Add(serving);
+                _serving.RemoveAll(t => t.IsCompleted);
+            }
         }
     }
 
@@ -130,6 +136,13 @@ internal sealed class ControlServer : IAsyncDisposable
         await _stop.CancelAsync().ConfigureAwait(false);
         _listener.Dispose();
         await _accepting.ConfigureAwait(false);
+        Task[] serving;
+        lock (_serving)
+        {
+            serving = [.. _serving];
+        }
+
+        await Task.WhenAll(serving).ConfigureAwait(false);
         _stop.Dispose();
         try
         {
