@@ -106,10 +106,7 @@ internal sealed record AssemblyKernel(string AssemblyPath, string TypeName) : Ke
 /// <summary>A PV kernel image (ELF): booting it needs the x86-64 interpreter, not in this build.</summary>
 internal sealed record ImageKernel(string ImagePath) : KernelSpec
 {
-    public override ManagedKernel Create() =>
-        throw new NotSupportedException(
-            $"booting a PV kernel image ({ImagePath}) is not supported yet: it needs the x86-64 interpreter (a later issue); "
-            + "expected kernel = \"managed:NAME\" (built-in: " + string.Join(", ", ManagedGuests.All.Select(g => g.Name)) + ") or \"managed:PATH.dll:Namespace.Type\"");
+    public override ManagedKernel Create() => throw new NotSupportedException(RunCommand.NotSupportedMessage(this));
 
     public override string ToString() => ImagePath;
 }
