@@ -1,0 +1,35 @@
+namespace Paravirt.Cli;
+
+/// <summary>Exit codes of <c>paravirt run</c>, <c>list</c> and <c>demo</c> (docs/cli.md lists them for scripts).</summary>
+internal static class ExitCodes
+{
+    /// <summary>Done: the domain powered off (run), the table was printed (list), every check passed (demo).</summary>
+    public const int Ok = 0;
+
+    /// <summary>A bad command line (System.CommandLine's parse error).</summary>
+    public const int Usage = 1;
+
+    /// <summary>The config file cannot be read or has an error (FILE:LINE on stderr).</summary>
+    public const int Config = 2;
+
+    /// <summary>Valid configuration this build cannot honour yet: a PV kernel image, a vif, a qcow2 disk …</summary>
+    public const int NotSupported = 3;
+
+    /// <summary>The domain crashed (its last end, after any restarts).</summary>
+    public const int Crashed = 4;
+
+    /// <summary>The domain shut down asking for a reboot and was not restarted (on_reboot = destroy or preserve, or the restart limit).</summary>
+    public const int Rebooted = 5;
+
+    /// <summary>The host could not set the domain up: a disk image it cannot open, a guest assembly it cannot load, not enough memory.</summary>
+    public const int SetupFailed = 6;
+
+    /// <summary>The domain shut down for another reason (suspend, watchdog, soft_reset).</summary>
+    public const int OtherShutdown = 7;
+
+    /// <summary>demo: a check failed (the failing check line says why).</summary>
+    public const int CheckFailed = 8;
+
+    /// <summary>Interrupted by SIGINT or SIGTERM before the domain ended; the domain was destroyed.</summary>
+    public const int Interrupted = 130;
+}

@@ -1,0 +1,48 @@
+using System.Text;
+using Paravirt.Core.Abi;
+using Paravirt.Guest;
+
+namespace Paravirt.Cli.Guests;
+
+/// <summary><c>managed:echo</c>: echoes each line of console input; <c>poweroff</c> powers off, <c>crash</c> crashes.</summary>
+internal sealed class EchoGuest : GuestKernel
+{
+    protected override void Run(GuestRuntime rt)
+    {
+        rt.Out.WriteLine("echo: type lines; 'poweroff' ends, 'crash' crashes");
+        var pending = new StringBuilder();
+        var buffer = new byte[256];
+        var decoder = Encoding.UTF8.GetDecoder();
+        var chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
+        while (true)
+        {
+            var n = rt.Console.Read(buffer);
+            if (n == 0)
+            {
+                rt.WaitFor(() => rt.Console.InputArrived);
+                continue;
+            }
+
+            pending.Append(chars, 0, decoder.GetChars(buffer, 0, n, chars, 0));
+            int newline;
+            while ((newline = pending.ToString().IndexOf('\n', StringComparison.Ordinal)) >= 0)
+            {
+                var line = pending.ToString(0, newline).TrimEnd('\r');
+                pending.Remove(0, newline + 1);
+                switch (line)
+                {
+                    case "poweroff":
+                        rt.Out.WriteLine("echo: powering off");
+                        return;
+                    case "crash":
+                        rt.Out.WriteLine("echo: crashing on request");
+                        rt.Shutdown(Sched.SHUTDOWN_crash);
+                        break;
+                    default:
+                        rt.Out.WriteLine($"echo: {line}");
+                        break;
+                }
+            }
+        }
+    }
+}
