@@ -265,40 +265,93 @@ internal static class GrantOps
     /// </summary>
     public static GrantStatus HostCopy(Domain host, Domain granter, uint gref, int offset, int length, bool toGuest, FrameAction transfer)
     {
-        if (length < 0 || offset < 0 || offset > ushort.MaxValue || length > ushort.MaxValue)
-        {
-            return GrantStatus.BadCopyArg;
-        }
-
-        var buffer = new CopyBuffer { Domain = granter, ReadOnly = !toGuest };
+        var rc = HostClaim(host, granter, gref, offset, length, toGuest, out var buffer);
         try
         {
-            var rc = granter.Grants.AcquireForCopy(gref, host.Id, !toGuest, out buffer.Mfn, out buffer.Start, out buffer.Length);
-            if (rc != GrantStatus.Okay)
+            if (rc == GrantStatus.Okay)
             {
-                return rc;
+                transfer(host.Hypervisor.Machine.Frame(buffer.Mfn).Slice(offset, length));
             }
 
-            buffer.HaveFrame = true;
-            buffer.HaveGrant = true;
-            buffer.Ref = gref;
-            if (offset + length > MachineMemory.PageSize)
-            {
-                return GrantStatus.BadCopyArg;
-            }
-
-            if (offset < buffer.Start || offset + length > buffer.Start + buffer.Length)
-            {
-                return GrantStatus.GeneralError;
-            }
-
-            transfer(host.Hypervisor.Machine.Frame(buffer.Mfn).Slice(offset, length));
-            return GrantStatus.Okay;
+            return rc;
         }
         finally
         {
             buffer.Release();
         }
+    }
+
+    /// <summary>The host's copy out of a guest's grant into <paramref name="destination"/>, without a callback.</summary>
+    public static GrantStatus HostCopyOut(Domain host, Domain granter, uint gref, int offset, Span<byte> destination)
+    {
+        var rc = HostClaim(host, granter, gref, offset, destination.Length, toGuest: false, out var buffer);
+        try
+        {
+            if (rc == GrantStatus.Okay)
+            {
+                host.Hypervisor.Machine.Frame(buffer.Mfn).Slice(offset, destination.Length).CopyTo(destination);
+            }
+
+            return rc;
+        }
+        finally
+        {
+            buffer.Release();
+        }
+    }
+
+    /// <summary>The host's copy from <paramref name="source"/> into a guest's writable grant, without a callback.</summary>
+    public static GrantStatus HostCopyIn(Domain host, Domain granter, uint gref, int offset, ReadOnlySpan<byte> source)
+    {
+        var rc = HostClaim(host, granter, gref, offset, source.Length, toGuest: true, out var buffer);
+        try
+        {
+            if (rc == GrantStatus.Okay)
+            {
+                source.CopyTo(host.Hypervisor.Machine.Frame(buffer.Mfn).Slice(offset, source.Length));
+            }
+
+            return rc;
+        }
+        finally
+        {
+            buffer.Release();
+        }
+    }
+
+    /// <summary>
+    /// Claims a guest's grant to domain 0 for one copy: pinned, the frame referenced, the window and
+    /// page bounds checked. On success the caller copies within [offset, offset + length) of the
+    /// frame; in every case it calls <see cref="CopyBuffer.Release"/>.
+    /// </summary>
+    private static GrantStatus HostClaim(Domain host, Domain granter, uint gref, int offset, int length, bool toGuest, out CopyBuffer buffer)
+    {
+        buffer = new CopyBuffer { Domain = granter, ReadOnly = !toGuest };
+        if (length < 0 || offset < 0 || offset > ushort.MaxValue || length > ushort.MaxValue)
+        {
+            return GrantStatus.BadCopyArg;
+        }
+
+        var rc = granter.Grants.AcquireForCopy(gref, host.Id, !toGuest, out buffer.Mfn, out buffer.Start, out buffer.Length);
+        if (rc != GrantStatus.Okay)
+        {
+            return rc;
+        }
+
+        buffer.HaveFrame = true;
+        buffer.HaveGrant = true;
+        buffer.Ref = gref;
+        if (offset + length > MachineMemory.PageSize)
+        {
+            return GrantStatus.BadCopyArg;
+        }
+
+        if (offset < buffer.Start || offset + length > buffer.Start + buffer.Length)
+        {
+            return GrantStatus.GeneralError;
+        }
+
+        return GrantStatus.Okay;
     }
 
     private static GrantStatus Lock(Domain caller, CopyEnd end, ref CopyBuffer buffer)

@@ -49,14 +49,7 @@ public sealed class HostGrants
             return GrantStatus.BadDomain;
         }
 
-        var buffer = new byte[destination.Length];
-        var rc = GrantOps.HostCopy(_hv.HostDomain, granter, grantRef, offset, destination.Length, toGuest: false, window => window.CopyTo(buffer));
-        if (rc == GrantStatus.Okay)
-        {
-            buffer.CopyTo(destination);
-        }
-
-        return rc;
+        return GrantOps.HostCopyOut(_hv.HostDomain, granter, grantRef, offset, destination);
     }
 
     /// <summary>GNTTABOP_copy from <paramref name="source"/> into a guest's writable grant.</summary>
@@ -69,8 +62,7 @@ public sealed class HostGrants
             return GrantStatus.BadDomain;
         }
 
-        var bytes = source.ToArray();
-        return GrantOps.HostCopy(_hv.HostDomain, granter, grantRef, offset, bytes.Length, toGuest: true, window => bytes.CopyTo(window));
+        return GrantOps.HostCopyIn(_hv.HostDomain, granter, grantRef, offset, source);
     }
 
     /// <summary>GNTTABOP_copy between two grants to domain 0 (GNTCOPY_source_gref | GNTCOPY_dest_gref).</summary>
