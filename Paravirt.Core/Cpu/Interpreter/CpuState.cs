@@ -25,7 +25,7 @@ public static class Gpr
 }
 
 /// <summary>RFLAGS bits (Intel SDM vol. 1, 3.4.3).</summary>
-public static class RflagsBits
+public static class FlagBits
 {
     public const ulong CF = 1UL << 0, Reserved1 = 1UL << 1, PF = 1UL << 2, AF = 1UL << 4, ZF = 1UL << 6, SF = 1UL << 7;
     public const ulong TF = 1UL << 8, IF = 1UL << 9, DF = 1UL << 10, OF = 1UL << 11, IOPL = 3UL << 12, NT = 1UL << 14;
@@ -54,7 +54,7 @@ public sealed class CpuState
     public ulong Rip;
 
     /// <summary>RFLAGS; bit 1 always reads as 1.</summary>
-    public ulong Rflags = RflagsBits.Reserved1;
+    public ulong Rflags = FlagBits.Reserved1;
 
     public ulong FsBase;
     public ulong GsBase;

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using Iced.Intel;
-using static Paravirt.Core.Cpu.Interpreter.RflagsBits;
+using static Paravirt.Core.Cpu.Interpreter.FlagBits;
 
 namespace Paravirt.Core.Cpu.Interpreter;
 

@@ -1,5 +1,5 @@
 using Iced.Intel;
-using static Paravirt.Core.Cpu.Interpreter.RflagsBits;
+using static Paravirt.Core.Cpu.Interpreter.FlagBits;
 
 namespace Paravirt.Core.Cpu.Interpreter;
 
