@@ -81,7 +81,8 @@ public sealed partial class X86Interpreter
         {
             while (done < maxInstructions)
             {
-                var block = Fetch(_cpu.Rip);
+                currentIp = _cpu.Rip;
+                var block = Fetch(currentIp);
                 var instructions = block.Instructions;
                 for (var i = 0; i < instructions.Length; i++)
                 {
