@@ -15,6 +15,9 @@ internal sealed class DecodedBlock
 
     public required Instruction[] Instructions;
     public required int Count;
+
+    /// <summary>The fast-path form of each instruction (<see cref="FastKind.None"/> where there is none).</summary>
+    public FastOp[] Fast = [];
 }
 
 /// <summary>
@@ -135,6 +138,12 @@ internal sealed class CodeCache
     private DecodedBlock Insert(DecodedBlock block)
     {
         Decodes++;
+        block.Fast = new FastOp[block.Count];
+        for (var i = 0; i < block.Count; i++)
+        {
+            block.Fast[i] = FastOp.Classify(in block.Instructions[i]);
+        }
+
         MarkCode(block.Pa >> 12);
         _slots[Slot(block.Pa)] = block;
         return block;

@@ -84,13 +84,23 @@ public sealed partial class X86Interpreter
                 currentIp = _cpu.Rip;
                 var block = Fetch(currentIp);
                 var instructions = block.Instructions;
-                for (var i = 0; i < instructions.Length; i++)
+                var fast = block.Fast;
+                for (var i = 0; i < instructions.Length && i < fast.Length; i++)
                 {
                     ref readonly var ins = ref instructions[i];
                     currentIp = ins.IP;
                     var next = ins.NextIP;
                     _cpu.Rip = next;
-                    Execute(in ins);
+                    ref readonly var f = ref fast[i];
+                    if (f.Kind != FastKind.None)
+                    {
+                        ExecuteFast(in f);
+                    }
+                    else
+                    {
+                        Execute(in ins);
+                    }
+
                     done++;
                     if (_endBlock)
                     {
