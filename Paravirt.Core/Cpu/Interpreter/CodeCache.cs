@@ -38,6 +38,10 @@ internal sealed class CodeCache
     private readonly BufferReader _reader;
     private readonly Decoder _decoder;
     private readonly Instruction[] _scratch = new Instruction[MaxInstructions];
+    // Pages below 64 GiB have a bit; pages above (a sparse machine address space) a set entry, so a
+    // high physical address cannot make the bitmap huge.
+    private const ulong BitmapPageLimit = 1UL << 24;
+    private readonly HashSet<ulong> _farCodePages = [];
     private ulong[] _codePages = new ulong[64];
 
     public CodeCache()
@@ -57,7 +61,9 @@ internal sealed class CodeCache
         return b is not null && b.Pa == pa && b.Rip == rip ? b : null;
     }
 
-    public bool IsCodePage(ulong pfn) => pfn < (ulong)_codePages.Length * 64 && (_codePages[pfn >> 6] & (1UL << (int)(pfn & 63))) != 0;
+    public bool IsCodePage(ulong pfn) => pfn < (ulong)_codePages.Length * 64
+        ? (_codePages[pfn >> 6] & (1UL << (int)(pfn & 63))) != 0
+        : _farCodePages.Count != 0 && _farCodePages.Contains(pfn);
 
     /// <summary>Drops every block decoded from page <paramref name="pfn"/>; true if there was one.</summary>
     public bool InvalidatePage(ulong pfn)
@@ -67,7 +73,15 @@ internal sealed class CodeCache
             return false;
         }
 
-        _codePages[pfn >> 6] &= ~(1UL << (int)(pfn & 63));
+        if (pfn < (ulong)_codePages.Length * 64)
+        {
+            _codePages[pfn >> 6] &= ~(1UL << (int)(pfn & 63));
+        }
+        else
+        {
+            _farCodePages.Remove(pfn);
+        }
+
         for (var i = 0; i < _slots.Length; i++)
         {
             var b = _slots[i];
@@ -84,6 +98,7 @@ internal sealed class CodeCache
     {
         Array.Clear(_slots);
         Array.Clear(_codePages);
+        _farCodePages.Clear();
     }
 
     /// <summary>
@@ -151,6 +166,12 @@ internal sealed class CodeCache
 
     private void MarkCode(ulong pfn)
     {
+        if (pfn >= BitmapPageLimit)
+        {
+            _farCodePages.Add(pfn);
+            return;
+        }
+
         if (pfn >= (ulong)_codePages.Length * 64)
         {
             var words = _codePages.Length;

@@ -59,7 +59,15 @@ public sealed partial class X86Interpreter
             return;
         }
 
-        for (var pfn = pa >> 12; pfn <= (pa + length - 1) >> 12; pfn++)
+        var first = pa >> 12;
+        var last = (pa + Math.Min(length, ~pa) - 1) >> 12;
+        if (last - first >= 4096)
+        {
+            _code.Clear(); // a large range: dropping everything is cheaper than visiting each page
+            return;
+        }
+
+        for (var pfn = first; pfn <= last; pfn++)
         {
             _code.InvalidatePage(pfn);
         }
@@ -140,6 +148,16 @@ public sealed partial class X86Interpreter
             return e.IsBusError
                 ? new CpuExit(ExitReason.BusError, done, Address: e.Address)
                 : new CpuExit(ExitReason.Exception, done, e.Vector, e.ErrorCode, e.Address);
+        }
+        catch (Exception e) when (e is IndexOutOfRangeException or InvalidOperationException or ArgumentException or ArithmeticException)
+        {
+            // A safety net for an operand form a handler did not expect: the guest gets #UD and the
+            // gap is logged, the host goes on. (Hostile-code tests run random bytes to find these.)
+            _endBlock = false;
+            _pendingExit = ExitReason.SliceDone;
+            _cpu.Rip = currentIp;
+            _platform.LogUnimplemented($"interpreter error at 0x{currentIp:x}: {e.GetType().Name}: {e.Message}");
+            return new CpuExit(ExitReason.Exception, done, Vectors.UD);
         }
     }
 
@@ -338,6 +356,11 @@ public sealed partial class X86Interpreter
             return ins.MemoryDisplacement64;
         }
 
+        if (b == Register.EIP)
+        {
+            return (uint)ins.MemoryDisplacement64;
+        }
+
         var ea = ins.MemoryDisplacement64;
         var addr32 = false;
         if (b != Register.None)
@@ -353,7 +376,7 @@ public sealed partial class X86Interpreter
             addr32 |= ix < Register.RAX;
         }
 
-        return addr32 || b == Register.EIP ? (uint)ea : ea;
+        return addr32 ? (uint)ea : ea;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
