@@ -51,6 +51,29 @@ public sealed class DataMovementTests
     }
 
     [Fact]
+    public void Base_Index_Scale_Displacement_Addresses_Load_And_Store()
+    {
+        var m = new InterpreterMachine();
+        m.WriteU64(Data + 0x100 + (3 * 8) + 0x10, 0x1234);
+        m.Load(a =>
+        {
+            a.mov(rbx, Data + 0x100);
+            a.mov(rcx, 3);
+            a.mov(rax, __qword_ptr[rbx + rcx * 8 + 0x10]);     // Data + 0x128
+            a.mov(__dword_ptr[rbx + rcx * 4 - 0x20], eax);      // Data + 0xEC
+            a.mov(edx, __dword_ptr[rcx * 2 + (long)(Data + 0x200)]);
+            a.mov(rsi, -8);
+            a.mov(rdi, __qword_ptr[rbx + rsi + 0x30]);          // Data + 0x128 via a negative index
+        });
+        m.WriteU64(Data + 0x206, 0x5555_6666);
+        m.RunToHalt();
+        m[Gpr.Rax].Should().Be(0x1234);
+        m.ReadU64(Data + 0xEC).Should().Be(0x1234);
+        m[Gpr.Rdx].Should().Be(0x5555_6666);
+        m[Gpr.Rdi].Should().Be(0x1234);
+    }
+
+    [Fact]
     public void Rip_Relative_Operands_Use_The_Instruction_Address()
     {
         var m = new InterpreterMachine();
