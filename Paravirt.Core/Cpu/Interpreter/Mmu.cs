@@ -1,0 +1,288 @@
+using System.Runtime.CompilerServices;
+
+namespace Paravirt.Core.Cpu.Interpreter;
+
+/// <summary>The kind of a memory access, for permission checks and the #PF error code.</summary>
+internal enum Access
+{
+    Read = 0,
+    Write = 1,
+    Execute = 2,
+}
+
+/// <summary>The outcome of a translation.</summary>
+internal enum TranslateStatus
+{
+    Ok,
+
+    /// <summary>#PF with the error code given.</summary>
+    PageFault,
+
+    /// <summary>A non-canonical address: #GP(0).</summary>
+    NonCanonical,
+
+    /// <summary>A paging structure lies outside the bus: the returned address is the physical one.</summary>
+    BusError,
+}
+
+/// <summary>
+/// Linear → physical translation: the 4-level walk of Intel SDM vol. 3, 4.5 over the bus, with a
+/// direct-mapped software TLB in front. With CR0.PG clear, linear addresses are physical (flat mode).
+/// </summary>
+/// <remarks>
+/// A TLB entry caches, for one 4 KiB linear page, the physical page, the accesses allowed at
+/// supervisor and user level (computed at fill time from the combined R/W, U/S and XD bits of
+/// every level, CR0.WP and EFER.NXE), whether the dirty bit is already set, and whether the page is
+/// global. A write through an entry whose dirty bit is not yet set walks again so that D is set in
+/// memory. Writes to CR3 flush all but global entries; CR0, CR4 and EFER writes flush everything;
+/// <c>invlpg</c> flushes every entry of the page (including entries cut from a 2 MiB or 1 GiB page).
+/// Accessed and dirty bits are set with a compare-exchange on the entry, as hardware sets them
+/// atomically with respect to other processors. SMEP, SMAP, PKU and PCIDs are not modelled.
+/// </remarks>
+internal sealed class Mmu
+{
+    private const int TlbSize = 256;
+    private const ulong AddressMask = 0x000F_FFFF_FFFF_F000UL;
+    private const ulong P = 1, RW = 2, US = 4, A = 0x20, D = 0x40, PS = 0x80, G = 0x100, XD = 1UL << 63;
+
+    // Allowed-access bits: (access kind) + 3 × (user ? 1 : 0).
+    private const byte SupRead = 1, SupWrite = 2, SupExec = 4, UserRead = 8, UserWrite = 16, UserExec = 32;
+
+    private readonly IGuestMemoryBus _bus;
+    private readonly CpuState _cpu;
+    private readonly Entry[] _tlb = new Entry[TlbSize];
+
+    public Mmu(IGuestMemoryBus bus, CpuState cpu)
+    {
+        _bus = bus;
+        _cpu = cpu;
+    }
+
+    /// <summary>Walks done since creation (TLB misses, and writes that had to set a dirty bit).</summary>
+    public long Walks { get; private set; }
+
+    private struct Entry
+    {
+        public ulong Tag;        // linear page number + 1; 0 = empty
+        public ulong PageBase;   // physical address of the 4 KiB page
+        public ulong RegionMask; // ~(page size − 1) of the mapping the entry came from
+        public byte Allowed;
+        public bool Dirty;
+        public bool Global;
+    }
+
+    public bool PagingEnabled => (_cpu.Cr0 & ControlBits.Cr0PG) != 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public TranslateStatus Translate(ulong la, Access access, out ulong pa, out uint errorCode)
+    {
+        errorCode = 0;
+        if ((_cpu.Cr0 & ControlBits.Cr0PG) == 0)
+        {
+            pa = la;
+            return TranslateStatus.Ok;
+        }
+
+        var vpn = la >> 12;
+        ref var e = ref _tlb[(int)(vpn & (TlbSize - 1))];
+        var bit = (byte)(1 << ((int)access + (_cpu.Cpl == 3 ? 3 : 0)));
+        if (e.Tag == vpn + 1 && (e.Allowed & bit) != 0 && (access != Access.Write || e.Dirty))
+        {
+            pa = e.PageBase | (la & 0xFFF);
+            return TranslateStatus.Ok;
+        }
+
+        return Walk(la, access, out pa, out errorCode);
+    }
+
+    /// <summary>A write to CR3: every entry but global ones goes.</summary>
+    public void FlushNonGlobal()
+    {
+        for (var i = 0; i < _tlb.Length; i++)
+        {
+            if (!_tlb[i].Global)
+            {
+                _tlb[i] = default;
+            }
+        }
+    }
+
+    /// <summary>A change of paging mode or permissions (CR0, CR4, EFER): everything goes.</summary>
+    public void FlushAll() => Array.Clear(_tlb);
+
+    /// <summary><c>invlpg</c>: every entry whose mapping covers <paramref name="la"/>, global or not.</summary>
+    public void Invalidate(ulong la)
+    {
+        for (var i = 0; i < _tlb.Length; i++)
+        {
+            ref var e = ref _tlb[i];
+            if (e.Tag != 0 && (((e.Tag - 1) << 12) & e.RegionMask) == (la & e.RegionMask))
+            {
+                e = default;
+            }
+        }
+    }
+
+    private static bool IsCanonical(ulong la) => (ulong)((long)(la << 16) >> 16) == la;
+
+    private TranslateStatus Walk(ulong la, Access access, out ulong pa, out uint errorCode)
+    {
+        Walks++;
+        pa = 0;
+        errorCode = 0;
+        if (!IsCanonical(la))
+        {
+            return TranslateStatus.NonCanonical;
+        }
+
+        var user = _cpu.Cpl == 3;
+        var nxe = (_cpu.Efer & ControlBits.EferNXE) != 0;
+        var baseCode = (access == Access.Write ? PageFaultErrorCode.Write : 0)
+            | (user ? PageFaultErrorCode.User : 0)
+            | (access == Access.Execute && nxe ? PageFaultErrorCode.InstructionFetch : 0);
+
+        Span<ulong> entryAddresses = stackalloc ulong[4];
+        var table = _cpu.Cr3 & AddressMask;
+        bool rw = true, us = true, xd = false;
+        ulong pageSize = 4096;
+        var levels = 0;
+        ulong entry = 0;
+        for (var level = 4; level >= 1; level--)
+        {
+            var index = (la >> (12 + (9 * (level - 1)))) & 511;
+            var entryAddress = table + (index * 8);
+            if (!_bus.TryRead(entryAddress, 8, out entry))
+            {
+                pa = entryAddress;
+                return TranslateStatus.BusError;
+            }
+
+            if ((entry & P) == 0)
+            {
+                errorCode = baseCode;
+                return Fault(la);
+            }
+
+            entryAddresses[levels++] = entryAddress;
+            if (IsReserved(entry, level, nxe))
+            {
+                errorCode = baseCode | PageFaultErrorCode.Present | PageFaultErrorCode.Reserved;
+                return Fault(la);
+            }
+
+            rw &= (entry & RW) != 0;
+            us &= (entry & US) != 0;
+            xd |= nxe && (entry & XD) != 0;
+            if (level is 3 or 2 && (entry & PS) != 0)
+            {
+                pageSize = level == 3 ? 1UL << 30 : 1UL << 21;
+                break;
+            }
+
+            table = entry & AddressMask;
+        }
+
+        var wp = (_cpu.Cr0 & ControlBits.Cr0WP) != 0;
+        var allowed = (byte)(SupRead
+            | (rw || !wp ? SupWrite : 0)
+            | (!xd ? SupExec : 0)
+            | (us ? UserRead : 0)
+            | (us && rw ? UserWrite : 0)
+            | (us && !xd ? UserExec : 0));
+        var bit = (byte)(1 << ((int)access + (user ? 3 : 0)));
+        if ((allowed & bit) == 0)
+        {
+            errorCode = baseCode | PageFaultErrorCode.Present;
+            return Fault(la);
+        }
+
+        // The access is allowed: set A on every level, and D on the leaf for a write.
+        for (var i = 0; i < levels; i++)
+        {
+            var set = A | (i == levels - 1 && access == Access.Write ? D : 0);
+            if (!SetBits(entryAddresses[i], set, out var leaf))
+            {
+                pa = entryAddresses[i];
+                return TranslateStatus.BusError;
+            }
+
+            if (i == levels - 1)
+            {
+                entry = leaf;
+            }
+        }
+
+        var frame = entry & AddressMask & ~(pageSize - 1);
+        var pageBase = frame | (la & (pageSize - 1) & ~0xFFFUL);
+        var vpn = la >> 12;
+        ref var e = ref _tlb[(int)(vpn & (TlbSize - 1))];
+        e.Tag = vpn + 1;
+        e.PageBase = pageBase;
+        e.RegionMask = ~(pageSize - 1);
+        e.Allowed = allowed;
+        e.Dirty = (entry & D) != 0;
+        e.Global = (entry & G) != 0 && (_cpu.Cr4 & ControlBits.Cr4PGE) != 0;
+        pa = pageBase | (la & 0xFFF);
+        return TranslateStatus.Ok;
+    }
+
+    private TranslateStatus Fault(ulong la)
+    {
+        _cpu.Cr2 = la;
+        return TranslateStatus.PageFault;
+    }
+
+    // Reserved bits with MAXPHYADDR = 52 (none above the address): XD without EFER.NXE, PS in a
+    // PML4 entry, and the low address bits of a large page's frame (SDM vol. 3, 4.5.4 tables 4-15..4-19).
+    private static bool IsReserved(ulong entry, int level, bool nxe)
+    {
+        if (!nxe && (entry & XD) != 0)
+        {
+            return true;
+        }
+
+        if (level == 4 && (entry & PS) != 0)
+        {
+            return true;
+        }
+
+        if (level == 3 && (entry & PS) != 0)
+        {
+            return (entry & 0x3FFF_E000UL) != 0;
+        }
+
+        if (level == 2 && (entry & PS) != 0)
+        {
+            return (entry & 0x001F_E000UL) != 0;
+        }
+
+        return false;
+    }
+
+    private bool SetBits(ulong address, ulong bits, out ulong entry)
+    {
+        while (true)
+        {
+            if (!_bus.TryRead(address, 8, out entry))
+            {
+                return false;
+            }
+
+            if ((entry & bits) == bits)
+            {
+                return true;
+            }
+
+            if (!_bus.TryCompareExchange(address, 8, entry | bits, entry, out var found))
+            {
+                return false;
+            }
+
+            if (found == entry)
+            {
+                entry |= bits;
+                return true;
+            }
+        }
+    }
+}
