@@ -82,6 +82,7 @@ public sealed class NetworkEndToEndTests : IDisposable
     private static Action<GuestRuntime> Pinger(MacAddress peer, int seed, int pings, Action<NetFrontend>? after = null) => rt =>
     {
         using var fe = NetFrontend.Connect(rt);
+        NetKernel.WaitForGo(rt);
         var to = NetKernel.Octets(peer);
         var frame = new byte[NetFrontend.MaxFrameBytes];
         var reply = new byte[NetFrontend.MaxFrameBytes];
@@ -148,6 +149,7 @@ public sealed class NetworkEndToEndTests : IDisposable
         await using var vifB = b.AttachNic(sw, new NicOptions { Mac = MacB });
         var ka = NetKernel.Start(a, Pinger(MacB, seed: 1, pings: 100));
         var kb = NetKernel.Start(b, Pinger(MacA, seed: 2, pings: 100));
+        await NetKernel.GoAsync(hv, (a, vifA), (b, vifB));
         await ka.WaitAsync(a);
         await kb.WaitAsync(b);
 
@@ -176,6 +178,7 @@ public sealed class NetworkEndToEndTests : IDisposable
         var ka = NetKernel.Start(a, rt =>
         {
             using var fe = NetFrontend.Connect(rt);
+            NetKernel.WaitForGo(rt);
             var to = NetKernel.Octets(MacB);
             var frame = new byte[NetFrontend.MaxFrameBytes];
             var ack = new byte[NetFrontend.MaxFrameBytes];
@@ -213,6 +216,7 @@ public sealed class NetworkEndToEndTests : IDisposable
         var kb = NetKernel.Start(b, rt =>
         {
             using var fe = NetFrontend.Connect(rt);
+            NetKernel.WaitForGo(rt);
             var to = NetKernel.Octets(MacA);
             var frame = new byte[NetFrontend.MaxFrameBytes];
             var ack = new byte[NetFrontend.MaxFrameBytes];
@@ -240,6 +244,7 @@ public sealed class NetworkEndToEndTests : IDisposable
             statsB = fe.Stats;
         });
 
+        await NetKernel.GoAsync(hv, (a, vifA), (b, vifB));
         await ka.WaitAsync(a);
         await kb.WaitAsync(b);
         bReceived.Should().Be(Frames);
@@ -291,6 +296,7 @@ public sealed class NetworkEndToEndTests : IDisposable
         });
         var ka = NetKernel.Start(a, Pinger(MacB, seed: 3, pings: 150));
         var kb = NetKernel.Start(b, Pinger(MacA, seed: 4, pings: 150));
+        await NetKernel.GoAsync(hv, (a, vifA), (b, vifB));
         await ka.WaitAsync(a);
         await kb.WaitAsync(b);
         await kf.WaitAsync(f);

@@ -63,6 +63,34 @@ internal sealed class NetKernel(Action<GuestRuntime> body) : GuestKernel
         BinaryPrimitives.WriteUInt16BigEndian(frame[12..], EtherType);
     }
 
+    /// <summary>
+    /// In the guest: waits until the host writes <c>data/go</c> (after every vif of the test is on
+    /// the switch), so no first frame goes to a peer that is not plugged in yet.
+    /// </summary>
+    public static void WaitForGo(GuestRuntime rt)
+    {
+        var go = false;
+        XenGuest.Check(rt.XenBus.Watch("data/go", _ => go |= rt.XenBus.Read("data/go", out _) >= 0, out _), "watch data/go");
+        if (!rt.WaitFor(() => go, rt.Clock.SystemTimeNs() + 30_000_000_000UL))
+        {
+            throw new TimeoutException("the host did not write data/go within 30 s");
+        }
+    }
+
+    /// <summary>On the host: once every vif is connected (a port of its switch), tells each domain to go.</summary>
+    public static async Task GoAsync(Hypervisor hv, params (Domain Domain, NetBack Vif)[] guests)
+    {
+        foreach (var (_, vif) in guests)
+        {
+            await vif.WaitForConnectAsync(TestContext.Current.CancellationToken).WaitAsync(GuestRunner.Timeout, TestContext.Current.CancellationToken);
+        }
+
+        foreach (var (d, _) in guests)
+        {
+            hv.XenStore.Write($"/local/domain/{d.Id}/data/go", "1");
+        }
+    }
+
     public static byte[] Octets(MacAddress mac)
     {
         var b = new byte[6];
