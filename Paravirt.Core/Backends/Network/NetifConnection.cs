@@ -63,6 +63,8 @@ internal sealed class NetifConnection : SwitchPort
     private bool _deferred; // a packet waits for credit
     private int _copyAt;
     private byte[] _rxSource = [];
+    private netif_rx_request _heldRx; // a buffer taken while its frame vanished (the port detached under us)
+    private bool _haveHeldRx;
 
     private Task _worker = Task.CompletedTask;
     private Task _txPump = Task.CompletedTask;
@@ -553,20 +555,36 @@ internal sealed class NetifConnection : SwitchPort
                 break;
             }
 
-            var status = _rxRing.TryTakeRequest(out var request);
-            if (status == RingStatus.Empty)
+            netif_rx_request request;
+            if (_haveHeldRx)
             {
-                break; // no buffer posted: frames wait in the queue (and drop when it is full)
+                request = _heldRx;
+                _haveHeldRx = false;
+            }
+            else
+            {
+                var status = _rxRing.TryTakeRequest(out request);
+                if (status == RingStatus.Empty)
+                {
+                    break; // no buffer posted: frames wait in the queue (and drop when it is full)
+                }
+
+                if (status == RingStatus.ProtocolError)
+                {
+                    Overrun("receive");
+                    result = Progress.Fatal;
+                    break;
+                }
             }
 
-            if (status == RingStatus.ProtocolError)
+            if (!Queue.TryRead(out var frame))
             {
-                Overrun("receive");
-                result = Progress.Fatal;
+                // The switch released the queue (it is being disposed): keep the buffer for later.
+                _heldRx = request;
+                _haveHeldRx = true;
                 break;
             }
 
-            Queue.TryRead(out var frame);
             _rxRing.TryQueueResponse(Deliver(request, frame));
             ArrayPool<byte>.Shared.Return(frame.Buffer);
             answered = true;

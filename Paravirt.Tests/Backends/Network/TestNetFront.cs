@@ -98,7 +98,11 @@ public sealed class TestNetFront
     /// <summary>The <c>mac</c> node, as written.</summary>
     public string Mac { get; }
 
+    /// <summary>The event channel (the transmit one with split channels).</summary>
     public uint Port { get; private set; }
+
+    /// <summary>The receive event channel: <see cref="Port"/> unless split channels were used.</summary>
+    public uint RxPort { get; private set; }
 
     public ulong TxRing => G.Scratch + 0x10000;
 
@@ -154,7 +158,7 @@ public sealed class TestNetFront
     /// event-channel and request-rx-copy = 1 (each can be changed by <paramref name="beforeInitialised"/>),
     /// Initialised; true once the backend is Connected, false if it gave up (Closing/Closed).
     /// </summary>
-    public bool Connect(Action<TestNetFront>? beforeInitialised = null)
+    public bool Connect(Action<TestNetFront>? beforeInitialised = null, bool splitChannels = false)
     {
         WaitBackend(s => s == XenbusState.InitWait);
         G.Cpu.Memory.Write(TxRing, new byte[4096]);
@@ -169,9 +173,19 @@ public sealed class TestNetFront
         GuestGrants.GrantV1(G, GrantTable, TxRingRef, 0, TxRing >> 12);
         GuestGrants.GrantV1(G, GrantTable, RxRingRef, 0, RxRing >> 12);
         Port = AllocUnbound();
+        RxPort = splitChannels ? AllocUnbound() : Port;
         WriteFrontend("tx-ring-ref", TxRingRef.ToString(CultureInfo.InvariantCulture));
         WriteFrontend("rx-ring-ref", RxRingRef.ToString(CultureInfo.InvariantCulture));
-        WriteFrontend("event-channel", Port.ToString(CultureInfo.InvariantCulture));
+        if (splitChannels)
+        {
+            WriteFrontend("event-channel-tx", Port.ToString(CultureInfo.InvariantCulture));
+            WriteFrontend("event-channel-rx", RxPort.ToString(CultureInfo.InvariantCulture));
+        }
+        else
+        {
+            WriteFrontend("event-channel", Port.ToString(CultureInfo.InvariantCulture));
+        }
+
         WriteFrontend("request-rx-copy", "1");
         beforeInitialised?.Invoke(this);
         SwitchState(XenbusState.Initialised);
@@ -193,14 +207,24 @@ public sealed class TestNetFront
         return rc == 0 ? G.Cpu.Memory.Read<evtchn_alloc_unbound>(arg).port : throw new InvalidOperationException($"EVTCHNOP_alloc_unbound = {rc}");
     }
 
+    /// <summary>EVTCHNOP_send on the port(s).</summary>
     public void Notify()
     {
+        Send(Port);
+        if (RxPort != Port)
+        {
+            Send(RxPort);
+        }
+    }
+
+    private void Send(uint port)
+    {
         var at = G.Scratch + 0xC00;
-        G.Cpu.Memory.Write(at, new evtchn_send { port = Port });
+        G.Cpu.Memory.Write(at, new evtchn_send { port = port });
         var rc = G.Hypercall(Xen.__HYPERVISOR_event_channel_op, EventChannel.EVTCHNOP_send, at);
         if (rc != 0)
         {
-            throw new InvalidOperationException($"EVTCHNOP_send({Port}) = {rc}");
+            throw new InvalidOperationException($"EVTCHNOP_send({port}) = {rc}");
         }
     }
 
@@ -257,17 +281,17 @@ public sealed class TestNetFront
     public void SetRxProducer(uint value) => G.Cpu.Memory.WriteVolatile(RxRing, 4, value);
 
     public List<netif_tx_response> WaitTx(int count) =>
-        Wait(count, TxRing, ref txCons, TxEntry, a => G.Cpu.Memory.Read<netif_tx_response>(a));
+        Wait(count, TxRing, ref txCons, TxEntry, Port, a => G.Cpu.Memory.Read<netif_tx_response>(a));
 
     public List<netif_rx_response> WaitRx(int count) =>
-        Wait(count, RxRing, ref rxCons, RxEntry, a => G.Cpu.Memory.Read<netif_rx_response>(a));
+        Wait(count, RxRing, ref rxCons, RxEntry, RxPort, a => G.Cpu.Memory.Read<netif_rx_response>(a));
 
-    private List<T> Wait<T>(int count, ulong ring, ref uint cons, int entry, Func<ulong, T> read)
+    private List<T> Wait<T>(int count, ulong ring, ref uint cons, int entry, uint port, Func<ulong, T> read)
     {
         var got = new List<T>(count);
         while (true)
         {
-            G.Cpu.Memory.And64(sharedInfo + PendingOffset + ((Port / 64) * 8), ~(1UL << (int)(Port % 64)));
+            G.Cpu.Memory.And64(sharedInfo + PendingOffset + ((port / 64) * 8), ~(1UL << (int)(port % 64)));
             var prod = (uint)G.Cpu.Memory.ReadVolatile(ring + 8, 4);
             while (got.Count < count && cons != prod)
             {
@@ -287,7 +311,7 @@ public sealed class TestNetFront
             }
 
             var ports = G.Scratch + 0xCC0;
-            G.Cpu.Memory.Write(ports, Port);
+            G.Cpu.Memory.Write(ports, port);
             G.Cpu.Memory.Write(G.Scratch + 0xC80, new sched_poll { ports = ports, nr_ports = 1, timeout = 0 });
             G.Hypercall(Xen.__HYPERVISOR_sched_op, Sched.SCHEDOP_poll, G.Scratch + 0xC80);
         }
