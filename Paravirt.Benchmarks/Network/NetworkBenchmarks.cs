@@ -8,7 +8,7 @@ using Paravirt.Guest;
 namespace Paravirt.Benchmarks.Network;
 
 /// <summary>
-/// The network path end to end: 1,000 frames of 1,500 bytes from one running managed guest's
+/// The network path end to end: 4,000 frames of 1,500 bytes from one running managed guest's
 /// netfront → event channel → netback (grant copy) → the virtual switch → the other guest's
 /// netback (grant copy) → its netfront, against a bounded <see cref="Channel{T}"/> of
 /// <c>byte[]</c> carrying the same frames between two threads (each frame copied into a pooled
@@ -19,7 +19,7 @@ namespace Paravirt.Benchmarks.Network;
 [MemoryDiagnoser]
 public class NetworkBenchmarks
 {
-    public const int Frames = 1000;
+    public const int Frames = 4000;
     public const int FrameBytes = 1500;
 
     private static readonly MacAddress SenderMac = MacAddress.Parse("00:16:3e:00:00:01");

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
@@ -234,7 +233,7 @@ internal sealed class NetifConnection : SwitchPort
             // RING_FINAL_CHECK_FOR_REQUESTS on each ring the worker is waiting on: the frontend then
             // notifies the next request. Receive waits on the guest only while frames are queued.
             var more = !_deferred && _txRing.FinalCheckForRequests();
-            if (Queue.TryPeek(out _))
+            if (Queue.TryPeek(out _, out _, out _))
             {
                 more |= _rxRing.FinalCheckForRequests();
             }
@@ -550,7 +549,7 @@ internal sealed class NetifConnection : SwitchPort
         var answered = false;
         for (var n = 0; n < Budget && !_stop.IsCancellationRequested; n++)
         {
-            if (!Queue.TryPeek(out _))
+            if (!Queue.TryPeek(out _, out _, out _))
             {
                 break;
             }
@@ -577,16 +576,16 @@ internal sealed class NetifConnection : SwitchPort
                 }
             }
 
-            if (!Queue.TryRead(out var frame))
+            if (!Queue.TryPeek(out var frame, out var length, out var flags))
             {
-                // The switch released the queue (it is being disposed): keep the buffer for later.
+                // The switch discarded the queue (it is being disposed): keep the buffer for later.
                 _heldRx = request;
                 _haveHeldRx = true;
                 break;
             }
 
-            _rxRing.TryQueueResponse(Deliver(request, frame));
-            ArrayPool<byte>.Shared.Return(frame.Buffer);
+            _rxRing.TryQueueResponse(Deliver(request, frame, length, flags));
+            Queue.Release();
             answered = true;
             if (n == Budget - 1)
             {
@@ -602,11 +601,11 @@ internal sealed class NetifConnection : SwitchPort
         return result;
     }
 
-    private netif_rx_response Deliver(in netif_rx_request request, in QueuedFrame frame)
+    private netif_rx_response Deliver(in netif_rx_request request, byte[] frame, int length, ushort flags)
     {
         var rc = _hv.FindDomain(_guest.Id) != _guest
             ? GrantStatus.BadDomain
-            : CopyToGuest(request.gref, frame);
+            : CopyToGuest(request.gref, frame, length);
         if (rc != GrantStatus.Okay)
         {
             _owner.Log($"receive request {request.id}: grant {request.gref}: {rc}");
@@ -615,17 +614,17 @@ internal sealed class NetifConnection : SwitchPort
         }
 
         Interlocked.Increment(ref _owner.Counters.RxPackets);
-        Interlocked.Add(ref _owner.Counters.RxBytes, frame.Length);
-        _guest.Meter.CountNetReceived(frame.Length);
-        return new netif_rx_response { id = request.id, offset = 0, flags = frame.RxFlags, status = (short)frame.Length };
+        Interlocked.Add(ref _owner.Counters.RxBytes, length);
+        _guest.Meter.CountNetReceived(length);
+        return new netif_rx_response { id = request.id, offset = 0, flags = flags, status = (short)length };
     }
 
-    private GrantStatus CopyToGuest(uint gref, in QueuedFrame frame)
+    private GrantStatus CopyToGuest(uint gref, byte[] frame, int length)
     {
-        _rxSource = frame.Buffer;
+        _rxSource = frame;
         try
         {
-            return GrantOps.HostCopy(_hv.HostDomain, _guest, gref, 0, frame.Length, toGuest: true, _toGuest);
+            return GrantOps.HostCopy(_hv.HostDomain, _guest, gref, 0, length, toGuest: true, _toGuest);
         }
         finally
         {

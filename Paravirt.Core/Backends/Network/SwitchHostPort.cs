@@ -12,16 +12,19 @@ namespace Paravirt.Core.Backends.Network;
 /// </summary>
 public sealed class SwitchHostPort : SwitchPort, IDisposable
 {
+    private readonly Channel<bool> _arrived = Channel.CreateBounded<bool>(new BoundedChannelOptions(1)
+    {
+        FullMode = BoundedChannelFullMode.DropWrite,
+        SingleReader = true,
+    });
+
     internal SwitchHostPort(VirtualSwitch @switch, MacAddress mac, int queueFrames)
         : base(@switch, $"host {mac}", queueFrames) => Mac = mac;
 
     /// <summary>The host's address on the switch (learned once the host sends from it).</summary>
     public MacAddress Mac { get; }
 
-    private protected override void OnFrameQueued()
-    {
-        // Readers wait on the queue itself.
-    }
+    private protected override void OnFrameQueued() => _arrived.Writer.TryWrite(true);
 
     /// <summary>Sends one raw frame (<see cref="VirtualSwitch.MinFrameBytes"/>..<see cref="VirtualSwitch.MaxFrameBytes"/> bytes) into the switch.</summary>
     /// <exception cref="ArgumentException">The frame is shorter than an Ethernet header or longer than 1514 bytes.</exception>
@@ -73,28 +76,23 @@ public sealed class SwitchHostPort : SwitchPort, IDisposable
     public bool TryReceive(Span<byte> buffer, out int length)
     {
         length = 0;
-        if (!Queue.TryPeek(out var f))
+        if (!Queue.TryPeek(out var frame, out var n, out _))
         {
             return false;
         }
 
-        if (f.Length > buffer.Length)
+        if (n > buffer.Length)
         {
-            throw new ArgumentException($"the next frame is {f.Length} bytes and the buffer only {buffer.Length}: pass at least {VirtualSwitch.MaxFrameBytes}", nameof(buffer));
+            throw new ArgumentException($"the next frame is {n} bytes and the buffer only {buffer.Length}: pass at least {VirtualSwitch.MaxFrameBytes}", nameof(buffer));
         }
 
-        if (!Queue.TryRead(out f))
-        {
-            return false;
-        }
-
-        f.Buffer.AsSpan(0, f.Length).CopyTo(buffer);
-        ArrayPool<byte>.Shared.Return(f.Buffer);
-        length = f.Length;
+        frame.AsSpan(0, n).CopyTo(buffer);
+        Queue.Release();
+        length = n;
         return true;
     }
 
-    /// <summary>Waits for the next frame, copies it into <paramref name="buffer"/> and returns its length.</summary>
+    /// <summary>Waits for the next frame, copies it into <paramref name="buffer"/> and returns its length. One receiver at a time.</summary>
     /// <exception cref="InvalidOperationException">The port was detached (disposed, or its switch was).</exception>
     public async ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -105,20 +103,13 @@ public sealed class SwitchHostPort : SwitchPort, IDisposable
                 return length;
             }
 
-            bool more;
-            try
-            {
-                more = await Queue.WaitToReadAsync(cancellationToken).ConfigureAwait(false);
-            }
-            catch (ChannelClosedException)
-            {
-                more = false;
-            }
-
-            if (!more)
+            if (Queue.IsClosed)
             {
                 throw new InvalidOperationException($"{Name} is detached from switch {Switch.Name}: no more frames");
             }
+
+            await _arrived.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false);
+            _arrived.Reader.TryRead(out _);
         }
     }
 

@@ -1,6 +1,3 @@
-using System.Buffers;
-using System.Threading.Channels;
-
 namespace Paravirt.Core.Backends.Network;
 
 /// <summary>What one switch port has carried (a snapshot; every counter only grows).</summary>
@@ -22,18 +19,16 @@ public readonly record struct SwitchPortStats(
     long Filtered,
     long NotLearned);
 
-/// <summary>A frame waiting in a port's queue: a pooled buffer (<see cref="ArrayPool{T}.Shared"/>), its length, and the NETRXF_* flags a netback gives it.</summary>
-internal readonly record struct QueuedFrame(byte[] Buffer, int Length, ushort RxFlags);
-
 /// <summary>
 /// One port of a <see cref="VirtualSwitch"/>: a guest's vif (served by netback) or a host
 /// endpoint. Frames for the port wait in a bounded queue; when it is full the switch drops and
 /// counts (<see cref="SwitchPortStats.Dropped"/>) rather than wait, so a slow port never holds up
-/// the others.
+/// the others. Each port owns its queue's frame buffers (made on first use, then reused), so
+/// switching a frame does not allocate.
 /// </summary>
 public abstract class SwitchPort
 {
-    private readonly Channel<QueuedFrame> _queue;
+    private readonly FrameQueue _queue;
     internal long FramesIn;
     internal long BytesIn;
     internal long FramesOut;
@@ -51,12 +46,7 @@ public abstract class SwitchPort
         Switch = @switch;
         Name = name;
         QueueFrames = queueFrames;
-        _queue = Channel.CreateBounded<QueuedFrame>(new BoundedChannelOptions(queueFrames)
-        {
-            SingleReader = true,
-            SingleWriter = false,
-            FullMode = BoundedChannelFullMode.Wait, // TryWrite then fails instead of waiting: the switch drops
-        });
+        _queue = new FrameQueue(queueFrames);
     }
 
     public VirtualSwitch Switch { get; }
@@ -83,24 +73,16 @@ public abstract class SwitchPort
         Interlocked.Read(ref Filtered),
         Interlocked.Read(ref NotLearned));
 
-    internal ChannelReader<QueuedFrame> Queue => _queue.Reader;
+    /// <summary>The frames waiting for this port (read by its one reader: netback's worker, or the host).</summary>
+    internal FrameQueue Queue => _queue;
 
     internal void MarkAttached(bool attached) => Volatile.Write(ref _attached, attached ? 1 : 0);
 
-    /// <summary>Copies <paramref name="frame"/> into a pooled buffer and queues it; false (and counted) when the queue is full.</summary>
+    /// <summary>Copies <paramref name="frame"/> into the port's queue; false (and counted) when the queue is full.</summary>
     internal bool Enqueue(ReadOnlySpan<byte> frame, ushort rxFlags)
     {
-        if (!IsAttached)
+        if (!IsAttached || !_queue.TryEnqueue(frame, rxFlags))
         {
-            Interlocked.Increment(ref Dropped);
-            return false;
-        }
-
-        var buffer = ArrayPool<byte>.Shared.Rent(frame.Length);
-        frame.CopyTo(buffer);
-        if (!_queue.Writer.TryWrite(new QueuedFrame(buffer, frame.Length, rxFlags)))
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
             Interlocked.Increment(ref Dropped);
             return false;
         }
@@ -114,15 +96,10 @@ public abstract class SwitchPort
     /// <summary>A frame was queued: wake whoever delivers the port's frames. Runs on the sender's thread; must not block.</summary>
     private protected abstract void OnFrameQueued();
 
-    /// <summary>Detached: no more frames come; what is queued is returned to the pool and the reader sees the end.</summary>
+    /// <summary>Detached: no more frames come; what is queued is discarded and the reader is woken to see the end.</summary>
     internal void CloseQueue()
     {
-        _queue.Writer.TryComplete();
-        while (_queue.Reader.TryRead(out var f))
-        {
-            ArrayPool<byte>.Shared.Return(f.Buffer);
-        }
-
+        _queue.Close();
         OnFrameQueued();
     }
 }
