@@ -209,6 +209,20 @@ internal sealed class NetifConnection : SwitchPort
 
     private async Task RunAsync()
     {
+        try
+        {
+            await ServeAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // a failure of one vif's worker must not fault the disconnect that awaits it: report it
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            _owner.Log($"the worker stopped: {e}");
+        }
+    }
+
+    private async Task ServeAsync()
+    {
         var ct = _stop.Token;
         while (!ct.IsCancellationRequested)
         {
