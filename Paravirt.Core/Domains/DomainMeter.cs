@@ -1,7 +1,8 @@
 namespace Paravirt.Core.Domains;
 
 /// <summary>
-/// What one domain has used: hypercalls by number, events, timer interrupts, console bytes, block bytes.
+/// What one domain has used: hypercalls by number, events, timer interrupts, console bytes, block bytes,
+/// network bytes and packets.
 /// Counters are updated with atomics from the domain's vCPU threads and read at any time.
 /// CPU time is per vCPU, from its run state (<see cref="Vcpu.CpuTimeNs"/>).
 /// </summary>
@@ -18,6 +19,10 @@ public sealed class DomainMeter
     private long _timerInterrupts;
     private long _blockBytesRead;
     private long _blockBytesWritten;
+    private long _netBytesSent;
+    private long _netPacketsSent;
+    private long _netBytesReceived;
+    private long _netPacketsReceived;
 
     internal DomainMeter(int vcpus)
     {
@@ -70,6 +75,18 @@ public sealed class DomainMeter
     /// <summary>Bytes the domain's block frontends wrote to their virtual disks (completed requests).</summary>
     public long BlockBytesWritten => Interlocked.Read(ref _blockBytesWritten);
 
+    /// <summary>Bytes of the frames the domain's vifs transmitted into their switches (counted by netback).</summary>
+    public long NetBytesSent => Interlocked.Read(ref _netBytesSent);
+
+    /// <summary>Frames the domain's vifs transmitted into their switches.</summary>
+    public long NetPacketsSent => Interlocked.Read(ref _netPacketsSent);
+
+    /// <summary>Bytes of the frames netback delivered into the domain's receive buffers.</summary>
+    public long NetBytesReceived => Interlocked.Read(ref _netBytesReceived);
+
+    /// <summary>Frames netback delivered into the domain's receive buffers.</summary>
+    public long NetPacketsReceived => Interlocked.Read(ref _netPacketsReceived);
+
     /// <summary>vCPU <paramref name="vcpu"/>'s row of hypercall counters, for a gate to keep at hand.</summary>
     internal long[] HypercallRow(int vcpu) => _hypercalls[vcpu];
 
@@ -90,4 +107,16 @@ public sealed class DomainMeter
     internal void CountBlockRead(long bytes) => Interlocked.Add(ref _blockBytesRead, bytes);
 
     internal void CountBlockWritten(long bytes) => Interlocked.Add(ref _blockBytesWritten, bytes);
+
+    internal void CountNetSent(long bytes)
+    {
+        Interlocked.Add(ref _netBytesSent, bytes);
+        Interlocked.Increment(ref _netPacketsSent);
+    }
+
+    internal void CountNetReceived(long bytes)
+    {
+        Interlocked.Add(ref _netBytesReceived, bytes);
+        Interlocked.Increment(ref _netPacketsReceived);
+    }
 }

@@ -45,6 +45,7 @@ public sealed class Hypervisor : IDisposable
 
     private readonly Lock _domainsLock = new();
     private readonly Dictionary<ushort, Domain> _domains = new();
+    private readonly Dictionary<string, Backends.Network.VirtualSwitch> _switches = new(StringComparer.Ordinal);
 
     // Domains by id for lookups on hot paths (grant copy, event send): read without the lock,
     // written under it; the array is replaced, never resized in place.
@@ -159,6 +160,27 @@ public sealed class Hypervisor : IDisposable
         return domain;
     }
 
+    /// <summary>
+    /// The virtual switch named <paramref name="name"/> (created on first use with the default
+    /// <see cref="Backends.Network.SwitchOptions"/>): vifs attach to it with <c>dom.AttachNic</c>,
+    /// the host with <see cref="Backends.Network.VirtualSwitch.ConnectHost"/>. Disposed with the hypervisor.
+    /// </summary>
+    public Backends.Network.VirtualSwitch Switch(string name)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        lock (_domainsLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_switches.TryGetValue(name, out var sw))
+            {
+                sw = new Backends.Network.VirtualSwitch(name);
+                _switches.Add(name, sw);
+            }
+
+            return sw;
+        }
+    }
+
     /// <summary>A guest by id; id 0 is the host's own domain (used as the other end of channels and grants).</summary>
     public Domain? FindDomain(ushort domid)
     {
@@ -192,7 +214,19 @@ public sealed class Hypervisor : IDisposable
         }
 
         HostDomain.Events.CloseAll();
-        _disposed = true;
+        Backends.Network.VirtualSwitch[] switches;
+        lock (_domainsLock)
+        {
+            _disposed = true;
+            switches = [.. _switches.Values];
+            _switches.Clear();
+        }
+
+        foreach (var sw in switches)
+        {
+            sw.Dispose();
+        }
+
         Timers.Dispose();
 
         // A vCPU thread that never left guest code may still touch machine memory: keep it mapped

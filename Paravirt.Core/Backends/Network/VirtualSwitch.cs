@@ -1,0 +1,255 @@
+namespace Paravirt.Core.Backends.Network;
+
+/// <summary>Bounds of a <see cref="VirtualSwitch"/>.</summary>
+public sealed record SwitchOptions
+{
+    /// <summary>Frames a port's queue holds by default (a vif's or a host endpoint's, unless they say otherwise).</summary>
+    public int QueueFrames { get; init; } = 256;
+
+    /// <summary>Source addresses learned per port at most; more are forwarded but not learned (a guest spraying source addresses cannot grow the table without bound).</summary>
+    public int MaxMacsPerPort { get; init; } = 256;
+
+    /// <summary>Ports at most.</summary>
+    public int MaxPorts { get; init; } = 1024;
+}
+
+/// <summary>
+/// A virtual Ethernet switch: a learning bridge between guests' vifs (netback) and host
+/// endpoints (<see cref="ConnectHost"/>). It learns each unicast source address on the port it
+/// came from, forwards a unicast frame to the port its destination was learned on, and floods
+/// broadcast, multicast and unknown-destination frames to every other port; a frame never goes
+/// back out of the port it came in on. A port's learned addresses are forgotten when it
+/// detaches. Frames are raw Ethernet (destination, source, ethertype, payload; no FCS) of
+/// <see cref="MinFrameBytes"/>..<see cref="MaxFrameBytes"/> bytes. Each port has a bounded
+/// queue; a full queue drops and counts, never blocks the sender or other ports.
+/// Thread-safe: ports forward from their own threads.
+/// </summary>
+public sealed class VirtualSwitch : IDisposable
+{
+    /// <summary>ETH_HLEN: destination, source, ethertype.</summary>
+    public const int MinFrameBytes = 14;
+
+    /// <summary>An MTU of 1500 plus the 14-byte header.</summary>
+    public const int MaxFrameBytes = 1514;
+
+    private readonly Lock _lock = new();
+    private readonly Dictionary<ulong, SwitchPort> _table = [];
+    private SwitchPort[] _ports = [];
+    private bool _disposed;
+
+    /// <summary>A free-standing switch (a hypervisor's own come from <c>Hypervisor.Switch(name)</c>).</summary>
+    public VirtualSwitch(string name, SwitchOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        Name = name;
+        Options = options ?? new SwitchOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(Options.QueueFrames, 1, nameof(SwitchOptions.QueueFrames));
+        ArgumentOutOfRangeException.ThrowIfLessThan(Options.MaxMacsPerPort, 0, nameof(SwitchOptions.MaxMacsPerPort));
+        ArgumentOutOfRangeException.ThrowIfLessThan(Options.MaxPorts, 1, nameof(SwitchOptions.MaxPorts));
+    }
+
+    /// <summary>The bridge name (libxl's <c>bridge</c> node of each vif on it).</summary>
+    public string Name { get; }
+
+    public SwitchOptions Options { get; }
+
+    /// <summary>The ports attached now.</summary>
+    public IReadOnlyList<SwitchPort> Ports => Volatile.Read(ref _ports);
+
+    /// <summary>Learned addresses now (all ports).</summary>
+    public int LearnedAddresses
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _table.Count;
+            }
+        }
+    }
+
+    /// <summary>The port <paramref name="mac"/> was learned on, or null.</summary>
+    public SwitchPort? PortOf(MacAddress mac)
+    {
+        lock (_lock)
+        {
+            return _table.GetValueOrDefault(mac.Value);
+        }
+    }
+
+    /// <summary>
+    /// Connects the host to the switch: a port whose frames the host program sends and receives
+    /// itself (no TAP device). <paramref name="mac"/> is the host's address there (the source
+    /// <see cref="SwitchHostPort.Send(MacAddress, ushort, ReadOnlySpan{byte})"/> writes).
+    /// Dispose the port to detach it.
+    /// </summary>
+    public SwitchHostPort ConnectHost(MacAddress mac, int? queueFrames = null)
+    {
+        var port = new SwitchHostPort(this, mac, queueFrames ?? Options.QueueFrames);
+        Attach(port);
+        return port;
+    }
+
+    internal void Attach(SwitchPort port)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (port.Switch != this || port.IsAttached)
+            {
+                throw new InvalidOperationException($"port {port.Name} is not a detached port of switch {Name}");
+            }
+
+            if (_ports.Length >= Options.MaxPorts)
+            {
+                throw new InvalidOperationException($"switch {Name} has {_ports.Length} ports, its limit (SwitchOptions.MaxPorts)");
+            }
+
+            port.MarkAttached(true);
+            Volatile.Write(ref _ports, [.. _ports, port]);
+        }
+    }
+
+    /// <summary>Detaches <paramref name="port"/>: it receives nothing more, its queued frames are released and its learned addresses forgotten.</summary>
+    internal void Detach(SwitchPort port)
+    {
+        lock (_lock)
+        {
+            if (!port.IsAttached)
+            {
+                return;
+            }
+
+            port.MarkAttached(false);
+            Volatile.Write(ref _ports, [.. _ports.Where(p => p != port)]);
+            if (port.LearnedMacs > 0)
+            {
+                foreach (var (mac, owner) in _table.ToArray())
+                {
+                    if (owner == port)
+                    {
+                        _table.Remove(mac);
+                    }
+                }
+
+                port.LearnedMacs = 0;
+            }
+        }
+
+        port.CloseQueue();
+    }
+
+    /// <summary>
+    /// Switches one frame that came in on <paramref name="ingress"/>: learns its source, then
+    /// queues a copy to the destination's port, or to every other port for a group or unknown
+    /// destination. False when the frame is not a valid Ethernet frame (counted on the port).
+    /// <paramref name="rxFlags"/> travel with the frame to a netback (NETRXF_*).
+    /// </summary>
+    internal bool Forward(SwitchPort ingress, ReadOnlySpan<byte> frame, ushort rxFlags = 0)
+    {
+        if (frame.Length is < MinFrameBytes or > MaxFrameBytes)
+        {
+            Interlocked.Increment(ref ingress.Invalid);
+            return false;
+        }
+
+        if (!ingress.IsAttached)
+        {
+            return false;
+        }
+
+        Interlocked.Increment(ref ingress.FramesIn);
+        Interlocked.Add(ref ingress.BytesIn, frame.Length);
+        var destination = MacAddress.Read(frame);
+        var source = MacAddress.Read(frame[6..]);
+        SwitchPort? target = null;
+        lock (_lock)
+        {
+            if (!source.IsMulticast)
+            {
+                Learn(source, ingress);
+            }
+
+            if (!destination.IsMulticast)
+            {
+                target = _table.GetValueOrDefault(destination.Value);
+            }
+        }
+
+        if (target == ingress)
+        {
+            // Learned on the port it came from: the destination already heard it (a bridge filters it).
+            Interlocked.Increment(ref ingress.Filtered);
+            return true;
+        }
+
+        if (target is not null)
+        {
+            target.Enqueue(frame, rxFlags);
+            return true;
+        }
+
+        foreach (var port in Volatile.Read(ref _ports))
+        {
+            if (port != ingress)
+            {
+                port.Enqueue(frame, rxFlags);
+            }
+        }
+
+        return true;
+    }
+
+    private void Learn(MacAddress source, SwitchPort ingress)
+    {
+        ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_table, source.Value);
+        if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref slot))
+        {
+            if (slot == ingress)
+            {
+                return;
+            }
+
+            if (ingress.LearnedMacs >= Options.MaxMacsPerPort)
+            {
+                Interlocked.Increment(ref ingress.NotLearned);
+                return;
+            }
+
+            slot.LearnedMacs--; // the address moved (a guest migrated, or another port claims it)
+            slot = ingress;
+            ingress.LearnedMacs++;
+            return;
+        }
+
+        if (!ingress.IsAttached)
+        {
+            return;
+        }
+
+        if (ingress.LearnedMacs >= Options.MaxMacsPerPort)
+        {
+            Interlocked.Increment(ref ingress.NotLearned);
+            return;
+        }
+
+        _table[source.Value] = ingress;
+        ingress.LearnedMacs++;
+    }
+
+    /// <summary>Detaches every port (host endpoints then see the end of their frames).</summary>
+    public void Dispose()
+    {
+        SwitchPort[] ports;
+        lock (_lock)
+        {
+            _disposed = true;
+            ports = _ports;
+        }
+
+        foreach (var p in ports)
+        {
+            Detach(p);
+        }
+    }
+}
