@@ -29,12 +29,7 @@ public sealed record BlkBackOptions
 public sealed class BlkBack : IAsyncDisposable
 {
     private readonly BlkBackOptions _options;
-    private readonly Lock _gate = new();
-    private readonly TaskCompletionSource _detached = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private XenBusBackendDevice? _xenbus;
-    private BlkifConnection? _connection;
-    private TaskCompletionSource _disconnected = Completed();
-    private int _detaching;
+    private readonly BackendLifecycle<BlkifConnection> _life;
 
     private BlkBack(Domain domain, string vdev, uint devid, IBlockDevice device, BlkBackOptions options)
     {
@@ -43,6 +38,7 @@ public sealed class BlkBack : IAsyncDisposable
         DevId = devid;
         Device = device;
         _options = options;
+        _life = new BackendLifecycle<BlkifConnection>(domain, "disk", $"blkback {vdev} (vbd {devid})", Counters, Log, DisposeAsync);
     }
 
     /// <summary>The frontend's domain.</summary>
@@ -66,39 +62,24 @@ public sealed class BlkBack : IAsyncDisposable
     public XenbusState State => Xenbus.State;
 
     /// <summary>True while a frontend's ring is being served.</summary>
-    public bool IsConnected
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _connection is not null;
-            }
-        }
-    }
+    public bool IsConnected => _life.Connection is not null;
 
     public BlkBackStats Stats => Counters.Snapshot();
 
     /// <summary>Completes once the disk is detached (disposed, or its domain died).</summary>
-    public Task Detached => _detached.Task;
+    public Task Detached => _life.Detached;
 
     internal BlkBackCounters Counters { get; } = new();
 
     internal Hypervisor Hypervisor => Domain.Hypervisor;
 
-    private XenBusBackendDevice Xenbus => _xenbus ?? throw new InvalidOperationException("the disk is still being attached");
+    private XenBusBackendDevice Xenbus => _life.Xenbus;
 
     /// <summary>
     /// Completes when no ring is being served (at once if none is): after a disconnect, once its
     /// in-flight requests are answered and its ring is unmapped.
     /// </summary>
-    public Task WaitForDisconnectAsync(CancellationToken cancellationToken = default)
-    {
-        lock (_gate)
-        {
-            return _disconnected.Task.WaitAsync(cancellationToken);
-        }
-    }
+    public Task WaitForDisconnectAsync(CancellationToken cancellationToken = default) => _life.WaitForDisconnectAsync(cancellationToken);
 
     internal static BlkBack Attach(Domain domain, string vdev, IBlockDevice device, BlkBackOptions? options)
     {
@@ -130,45 +111,23 @@ public sealed class BlkBack : IAsyncDisposable
         }
 
         var disk = new BlkBack(domain, vdev, devid, device, options);
-        domain.StateChanged += disk.OnDomainStateChanged;
-        try
+        disk._life.Register(() => XenBusBackendDevice.Create(hv, domain.Id, "vbd", devid, new XenBusBackendOptions
         {
-            disk._xenbus = XenBusBackendDevice.Create(hv, domain.Id, "vbd", devid, new XenBusBackendOptions
+            Features = disk.BackendNodes(),
+            FrontendEntries = new Dictionary<string, string>
             {
-                Features = disk.BackendNodes(),
-                FrontendEntries = new Dictionary<string, string>
-                {
-                    ["virtual-device"] = Decimal(devid),
-                    ["device-type"] = "disk",
-                },
-                FrontendKeys = ["ring-ref", "event-channel"],
-                Connect = disk.ConnectAsync,
-                Disconnect = (_, _) => disk.DisconnectAsync("the frontend closed"),
-                Log = options.Log,
-            });
-        }
-        catch
-        {
-            domain.StateChanged -= disk.OnDomainStateChanged;
-            throw;
-        }
-
-        if (!domain.IsAlive)
-        {
-            _ = Task.Run(disk.DetachInBackgroundAsync); // it died while we attached: StateChanged may have come before we listened
-        }
-
+                ["virtual-device"] = Decimal(devid),
+                ["device-type"] = "disk",
+            },
+            FrontendKeys = ["ring-ref", "event-channel"],
+            Connect = disk.ConnectAsync,
+            Disconnect = (_, _) => disk.DisconnectAsync("the frontend closed"),
+            Log = options.Log,
+        }));
         return disk;
     }
 
     private static string Decimal(long n) => n.ToString(CultureInfo.InvariantCulture);
-
-    private static TaskCompletionSource Completed()
-    {
-        var t = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        t.SetResult();
-        return t;
-    }
 
     /// <summary>The backend directory: libxl's device nodes, then what Xen's blkback advertises (io/blkif.h).</summary>
     private Dictionary<string, string> BackendNodes()
@@ -242,26 +201,9 @@ public sealed class BlkBack : IAsyncDisposable
         }
 
         var connection = BlkifConnection.Open(this, ringRef, port);
-        lock (_gate)
-        {
-            if (_connection is not null || Volatile.Read(ref _detaching) != 0)
-            {
-                _ = connection.StopAsync();
-                throw new InvalidOperationException(_connection is not null ? "a ring is already connected" : "the disk is being detached");
-            }
-
-            _connection = connection;
-            _disconnected = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        }
-
+        _life.Adopt(connection, "a ring is already connected");
         connection.Start();
-        Interlocked.Increment(ref Counters.Connects);
-        Log($"connected: ring-ref {ringRef}, event-channel {port}, {connection.RingSize} entries");
-        if (!Domain.IsAlive)
-        {
-            _ = DisconnectAsync($"domain {Domain.Id} is {Domain.State}");
-        }
-
+        _life.Connected($"ring-ref {ringRef}, event-channel {port}, {connection.RingSize} entries");
         return Task.CompletedTask;
     }
 
@@ -271,67 +213,10 @@ public sealed class BlkBack : IAsyncDisposable
             : throw new InvalidOperationException($"frontend {key} '{keys[key]}' is not a decimal number");
 
     /// <summary>Stops serving the ring (if one is served): in-flight requests finish, the ring is unmapped, the port closed.</summary>
-    internal async Task DisconnectAsync(string why)
-    {
-        BlkifConnection? connection;
-        TaskCompletionSource done;
-        lock (_gate)
-        {
-            connection = _connection;
-            _connection = null;
-            done = _disconnected;
-        }
-
-        if (connection is null)
-        {
-            await done.Task.ConfigureAwait(false); // someone else is (or was) disconnecting it
-            return;
-        }
-
-        await connection.StopAsync().ConfigureAwait(false);
-        Interlocked.Increment(ref Counters.Disconnects);
-        Log($"disconnected: {why}");
-        done.TrySetResult();
-    }
+    internal Task DisconnectAsync(string why) => _life.DisconnectAsync(why);
 
     /// <summary>The frontend broke the ring protocol: its domain is crashed (the crash disconnects the ring).</summary>
-    internal void OnProtocolError(string what)
-    {
-        Interlocked.Increment(ref Counters.ProtocolErrors);
-        var reason = $"blkback {VirtualDevice} (vbd {DevId}): {what}";
-        Log(reason);
-        Domain.Crash(reason);
-    }
-
-    private void OnDomainStateChanged(object? sender, DomainState state)
-    {
-        // Raised on whichever thread changed the state (a vCPU, the dispatcher itself): never block it.
-        switch (state)
-        {
-            case DomainState.Crashed or DomainState.Shutdown:
-                _ = Task.Run(() => DisconnectAsync($"domain {Domain.Id} {state.ToString().ToLowerInvariant()}"));
-                break;
-            case DomainState.Dead:
-                _ = Task.Run(DetachInBackgroundAsync);
-                break;
-            default:
-                break;
-        }
-    }
-
-    private async Task DetachInBackgroundAsync()
-    {
-        try
-        {
-            await DisposeAsync().ConfigureAwait(false);
-        }
-#pragma warning disable CA1031 // nobody awaits a detach the domain's death started: report, do not lose it
-        catch (Exception e)
-#pragma warning restore CA1031
-        {
-            Log($"detaching after the domain died failed: {e.Message}");
-        }
-    }
+    internal void OnProtocolError(string what) => _life.OnProtocolError(what);
 
     internal void Log(string message) => _options.Log?.Invoke($"blkback {Domain.Id}/{VirtualDevice}: {message}");
 
@@ -339,31 +224,13 @@ public sealed class BlkBack : IAsyncDisposable
     /// Detaches the disk: disconnects a connected ring (in-flight requests finish), removes both
     /// XenStore directories, and disposes the device unless <see cref="BlkBackOptions.LeaveOpen"/>.
     /// </summary>
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync() => _life.DetachAsync(() =>
     {
-        if (Interlocked.Exchange(ref _detaching, 1) != 0)
+        if (!_options.LeaveOpen)
         {
-            await _detached.Task.ConfigureAwait(false);
-            return;
+            Device.Dispose();
         }
 
-        Domain.StateChanged -= OnDomainStateChanged;
-        try
-        {
-            if (_xenbus is not null)
-            {
-                await _xenbus.DestroyAsync().ConfigureAwait(false);
-            }
-
-            await DisconnectAsync("the disk was detached").ConfigureAwait(false);
-            if (!_options.LeaveOpen)
-            {
-                Device.Dispose();
-            }
-        }
-        finally
-        {
-            _detached.TrySetResult();
-        }
-    }
+        return ValueTask.CompletedTask;
+    });
 }

@@ -30,7 +30,7 @@ public readonly record struct BlkBackStats(
     long ProtocolErrors);
 
 /// <summary>The live counters behind <see cref="BlkBackStats"/>.</summary>
-internal sealed class BlkBackCounters
+internal sealed class BlkBackCounters : XenBus.IBackendCounters
 {
     public long Connects;
     public long Disconnects;
@@ -45,6 +45,12 @@ internal sealed class BlkBackCounters
     public long Errors;
     public long Unsupported;
     public long ProtocolErrors;
+
+    public void CountConnect() => Interlocked.Increment(ref Connects);
+
+    public void CountDisconnect() => Interlocked.Increment(ref Disconnects);
+
+    public void CountProtocolError() => Interlocked.Increment(ref ProtocolErrors);
 
     public BlkBackStats Snapshot() => new(
         Interlocked.Read(ref Connects),

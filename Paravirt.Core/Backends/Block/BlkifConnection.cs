@@ -15,7 +15,7 @@ namespace Paravirt.Core.Backends.Block;
 /// everything before it and holds back everything after it. A producer index more than a ring
 /// ahead is a protocol error: nothing more is taken and the frontend's domain is crashed.
 /// </summary>
-internal sealed class BlkifConnection
+internal sealed class BlkifConnection : XenBus.IBackendConnection
 {
     private readonly BlkBack _owner;
     private readonly Hypervisor _hv;

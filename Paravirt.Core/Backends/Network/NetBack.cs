@@ -15,13 +15,7 @@ namespace Paravirt.Core.Backends.Network;
 public sealed class NetBack : IAsyncDisposable
 {
     private readonly NicOptions _options;
-    private readonly Lock _gate = new();
-    private readonly TaskCompletionSource _detached = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private XenBusBackendDevice? _xenbus;
-    private NetifConnection? _connection;
-    private TaskCompletionSource _disconnected = Completed();
-    private TaskCompletionSource _connected = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private int _detaching;
+    private readonly BackendLifecycle<NetifConnection> _life;
 
     private NetBack(Domain domain, VirtualSwitch @switch, uint devid, MacAddress mac, NicOptions options)
     {
@@ -30,6 +24,7 @@ public sealed class NetBack : IAsyncDisposable
         DevId = devid;
         Mac = mac;
         _options = options;
+        _life = new BackendLifecycle<NetifConnection>(domain, "vif", $"netback vif{domain.Id}.{devid}", Counters, Log, DisposeAsync);
         if (options.RateBytesPerSecond is { } rate)
         {
             var usec = (long)Math.Round(options.RateInterval.TotalMicroseconds);
@@ -77,33 +72,15 @@ public sealed class NetBack : IAsyncDisposable
     public XenbusState State => Xenbus.State;
 
     /// <summary>True while a frontend's rings are served (and the vif is a port of the switch).</summary>
-    public bool IsConnected
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _connection is not null;
-            }
-        }
-    }
+    public bool IsConnected => _life.Connection is not null;
 
     /// <summary>The switch port of the current connection, or null.</summary>
-    public SwitchPort? Port
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _connection;
-            }
-        }
-    }
+    public SwitchPort? Port => _life.Connection;
 
     public NetBackStats Stats => Counters.Snapshot();
 
     /// <summary>Completes once the vif is detached (disposed, or its domain died).</summary>
-    public Task Detached => _detached.Task;
+    public Task Detached => _life.Detached;
 
     internal NetBackCounters Counters { get; } = new();
 
@@ -111,25 +88,13 @@ public sealed class NetBack : IAsyncDisposable
 
     internal int QueueFrames => _options.QueueFrames ?? Switch.Options.QueueFrames;
 
-    private XenBusBackendDevice Xenbus => _xenbus ?? throw new InvalidOperationException("the vif is still being attached");
+    private XenBusBackendDevice Xenbus => _life.Xenbus;
 
     /// <summary>Completes when a frontend is connected (at once if one is).</summary>
-    public Task WaitForConnectAsync(CancellationToken cancellationToken = default)
-    {
-        lock (_gate)
-        {
-            return _connected.Task.WaitAsync(cancellationToken);
-        }
-    }
+    public Task WaitForConnectAsync(CancellationToken cancellationToken = default) => _life.WaitForConnectAsync(cancellationToken);
 
     /// <summary>Completes when no ring is served (at once if none is): after a disconnect, once the port has left the switch and the rings are unmapped.</summary>
-    public Task WaitForDisconnectAsync(CancellationToken cancellationToken = default)
-    {
-        lock (_gate)
-        {
-            return _disconnected.Task.WaitAsync(cancellationToken);
-        }
-    }
+    public Task WaitForDisconnectAsync(CancellationToken cancellationToken = default) => _life.WaitForDisconnectAsync(cancellationToken);
 
     internal static NetBack Attach(Domain domain, VirtualSwitch @switch, NicOptions? options)
     {
@@ -177,48 +142,27 @@ public sealed class NetBack : IAsyncDisposable
         }
 
         var nic = new NetBack(domain, @switch, devid, mac, options);
-        domain.StateChanged += nic.OnDomainStateChanged;
-        try
+        nic._life.Register(() => XenBusBackendDevice.Create(hv, domain.Id, "vif", devid, new XenBusBackendOptions
         {
-            nic._xenbus = XenBusBackendDevice.Create(hv, domain.Id, "vif", devid, new XenBusBackendOptions
+            Features = nic.BackendNodes(),
+            FrontendEntries = new Dictionary<string, string>
             {
-                Features = nic.BackendNodes(),
-                FrontendEntries = new Dictionary<string, string>
-                {
-                    // libxl__set_xenstore_nic: front handle, mac, trusted, and (read-only there) mtu.
-                    ["handle"] = Decimal(devid),
-                    ["mac"] = mac.ToString(),
-                    ["trusted"] = "1",
-                    ["mtu"] = Decimal(VirtualSwitch.MaxFrameBytes - VirtualSwitch.MinFrameBytes),
-                },
-                FrontendKeys = ["tx-ring-ref", "rx-ring-ref"],
-                Connect = nic.ConnectAsync,
-                Disconnect = (_, _) => nic.DisconnectAsync("the frontend closed"),
-                Log = options.Log,
-            });
-        }
-        catch
-        {
-            domain.StateChanged -= nic.OnDomainStateChanged;
-            throw;
-        }
-
-        if (!domain.IsAlive)
-        {
-            _ = Task.Run(nic.DetachInBackgroundAsync);
-        }
-
+                // libxl__set_xenstore_nic: front handle, mac, trusted, and (read-only there) mtu.
+                ["handle"] = Decimal(devid),
+                ["mac"] = mac.ToString(),
+                ["trusted"] = "1",
+                ["mtu"] = Decimal(VirtualSwitch.MaxFrameBytes - VirtualSwitch.MinFrameBytes),
+            },
+            FrontendKeys = ["tx-ring-ref", "rx-ring-ref"],
+            Connect = nic.ConnectAsync,
+            Disconnect = (_, _) => nic.DisconnectAsync("the frontend closed"),
+            Log = options.Log,
+        }));
         return nic;
     }
 
     private static string Decimal(long n) => n.ToString(CultureInfo.InvariantCulture);
 
-    private static TaskCompletionSource Completed()
-    {
-        var t = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        t.SetResult();
-        return t;
-    }
 
     /// <summary>The backend directory: libxl's vif nodes, then what netback advertises (io/netif.h).</summary>
     private Dictionary<string, string> BackendNodes()
@@ -292,47 +236,19 @@ public sealed class NetBack : IAsyncDisposable
         }
 
         var connection = NetifConnection.Open(this, txRef, rxRef, txPort, rxPort);
-        lock (_gate)
-        {
-            if (_connection is not null || Volatile.Read(ref _detaching) != 0)
-            {
-                _ = connection.StopAsync();
-                throw new InvalidOperationException(_connection is not null ? "rings are already connected" : "the vif is being detached");
-            }
-
-            _connection = connection;
-            _disconnected = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        }
-
+        _life.Adopt(connection, "rings are already connected");
         try
         {
             Switch.Attach(connection);
         }
         catch
         {
-            lock (_gate)
-            {
-                _connection = null;
-                _disconnected.TrySetResult();
-            }
-
-            _ = connection.StopAsync();
+            _life.Abandon(connection);
             throw;
         }
 
         connection.Start();
-        Interlocked.Increment(ref Counters.Connects);
-        Log($"connected: tx-ring-ref {txRef}, rx-ring-ref {rxRef}, event channel {(txPort == rxPort ? Decimal(txPort) : $"tx {txPort} rx {rxPort}")}");
-        lock (_gate)
-        {
-            _connected.TrySetResult();
-        }
-
-        if (!Domain.IsAlive)
-        {
-            _ = DisconnectAsync($"domain {Domain.Id} is {Domain.State}");
-        }
-
+        _life.Connected($"tx-ring-ref {txRef}, rx-ring-ref {rxRef}, event channel {(txPort == rxPort ? Decimal(txPort) : $"tx {txPort} rx {rxPort}")}");
         return Task.CompletedTask;
     }
 
@@ -342,95 +258,13 @@ public sealed class NetBack : IAsyncDisposable
             : throw new InvalidOperationException($"frontend {key} '{value}' is not a decimal number");
 
     /// <summary>Stops serving the rings (if they are served): the port leaves the switch, the rings are unmapped, the ports closed.</summary>
-    internal async Task DisconnectAsync(string why)
-    {
-        NetifConnection? connection;
-        TaskCompletionSource done;
-        lock (_gate)
-        {
-            connection = _connection;
-            _connection = null;
-            done = _disconnected;
-            if (connection is not null)
-            {
-                _connected = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            }
-        }
-
-        if (connection is null)
-        {
-            await done.Task.ConfigureAwait(false);
-            return;
-        }
-
-        await connection.StopAsync().ConfigureAwait(false);
-        Interlocked.Increment(ref Counters.Disconnects);
-        Log($"disconnected: {why}");
-        done.TrySetResult();
-    }
+    internal Task DisconnectAsync(string why) => _life.DisconnectAsync(why);
 
     /// <summary>The frontend broke the ring protocol fatally: its domain is crashed (the crash disconnects the rings).</summary>
-    internal void OnProtocolError(string what)
-    {
-        Interlocked.Increment(ref Counters.ProtocolErrors);
-        var reason = $"netback vif{Domain.Id}.{DevId}: {what}";
-        Log(reason);
-        Domain.Crash(reason);
-    }
-
-    private void OnDomainStateChanged(object? sender, DomainState state)
-    {
-        switch (state)
-        {
-            case DomainState.Crashed or DomainState.Shutdown:
-                _ = Task.Run(() => DisconnectAsync($"domain {Domain.Id} {state.ToString().ToLowerInvariant()}"));
-                break;
-            case DomainState.Dead:
-                _ = Task.Run(DetachInBackgroundAsync);
-                break;
-            default:
-                break;
-        }
-    }
-
-    private async Task DetachInBackgroundAsync()
-    {
-        try
-        {
-            await DisposeAsync().ConfigureAwait(false);
-        }
-#pragma warning disable CA1031 // nobody awaits a detach the domain's death started: report, do not lose it
-        catch (Exception e)
-#pragma warning restore CA1031
-        {
-            Log($"detaching after the domain died failed: {e.Message}");
-        }
-    }
+    internal void OnProtocolError(string what) => _life.OnProtocolError(what);
 
     internal void Log(string message) => _options.Log?.Invoke($"netback vif{Domain.Id}.{DevId}: {message}");
 
     /// <summary>Detaches the vif: disconnects connected rings (the port leaves the switch) and removes both XenStore directories.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        if (Interlocked.Exchange(ref _detaching, 1) != 0)
-        {
-            await _detached.Task.ConfigureAwait(false);
-            return;
-        }
-
-        Domain.StateChanged -= OnDomainStateChanged;
-        try
-        {
-            if (_xenbus is not null)
-            {
-                await _xenbus.DestroyAsync().ConfigureAwait(false);
-            }
-
-            await DisconnectAsync("the vif was detached").ConfigureAwait(false);
-        }
-        finally
-        {
-            _detached.TrySetResult();
-        }
-    }
+    public ValueTask DisposeAsync() => _life.DetachAsync();
 }

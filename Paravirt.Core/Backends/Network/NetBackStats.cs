@@ -26,7 +26,7 @@ public readonly record struct NetBackStats(
     long ProtocolErrors);
 
 /// <summary>The live counters behind <see cref="NetBackStats"/>.</summary>
-internal sealed class NetBackCounters
+internal sealed class NetBackCounters : XenBus.IBackendCounters
 {
     public long Connects;
     public long Disconnects;
@@ -39,6 +39,12 @@ internal sealed class NetBackCounters
     public long RxBytes;
     public long RxErrors;
     public long ProtocolErrors;
+
+    public void CountConnect() => Interlocked.Increment(ref Connects);
+
+    public void CountDisconnect() => Interlocked.Increment(ref Disconnects);
+
+    public void CountProtocolError() => Interlocked.Increment(ref ProtocolErrors);
 
     public NetBackStats Snapshot() => new(
         Interlocked.Read(ref Connects),

@@ -27,7 +27,7 @@ namespace Paravirt.Core.Backends.Network;
 /// fatal protocol error: nothing more is taken and the frontend's domain is crashed.</item>
 /// </list>
 /// </summary>
-internal sealed class NetifConnection : SwitchPort
+internal sealed class NetifConnection : SwitchPort, XenBus.IBackendConnection
 {
     /// <summary>Packets (or receive frames) taken per pass before the worker yields.</summary>
     private const int Budget = 64;
