@@ -4,13 +4,14 @@ using System.Text.RegularExpressions;
 using Paravirt.Cli.Guests;
 using Paravirt.Cli.Host;
 using Paravirt.Core.Backends.Block;
+using Paravirt.Core.Backends.Network;
 using Paravirt.Core.Domains;
 
 namespace Paravirt.Cli;
 
 /// <summary>
 /// <c>paravirt demo</c>, the README's main job: three managed guests on one hypervisor — two
-/// well-behaved workers, each with a console and a disk, and a fork bomb — their console lines
+/// well-behaved workers, each with a console, a disk and a vif on one switch, and a fork bomb — their console lines
 /// prefixed by domain name, then one check line per step, then the domain table. Exit 0 only when
 /// every check held.
 /// </summary>
@@ -21,7 +22,7 @@ internal static class DemoCommand
         var command = new Command(
             "demo",
             "Boot three managed guests on one hypervisor: two workers doing block I/O (write, flush, read back, compare; checked by the host too), "
-            + "XenStore and event work, and a fork bomb that takes memory, event channels, grant frames and XenStore nodes until each limit "
+            + "XenStore and event work, then ping each other over a virtual switch (every reply checked, the host pings too), and a fork bomb that takes memory, event channels, grant frames and XenStore nodes until each limit "
             + "answers, then crashes, while the others complete. Prints the guests' consoles, a check line per step, and the domain table. "
             + "Exit codes: 0 every check passed; 1 bad command line; 8 a check failed (its line says why).");
         command.SetAction((parse, ct) => RunAsync(parse.InvocationConfiguration.Output, ct));
@@ -44,7 +45,8 @@ internal sealed record DemoStep(string Name, Func<CancellationToken, Task<string
 
 /// <summary>A guest the demo boots.</summary>
 /// <param name="IsBomb">The misbehaving guest (expected to crash after hitting its limits); the others are expected to power off.</param>
-internal sealed record DemoGuest(DomainConfig Config, bool IsBomb, Func<GuestLedger, Core.Cpu.ManagedKernel> Kernel, int DiskBytes, bool FileDisk, ulong Seed);
+/// <param name="Mac">The MAC of its vif on the demo's switch <c>br0</c>, or null for no vif.</param>
+internal sealed record DemoGuest(DomainConfig Config, bool IsBomb, Func<GuestLedger, Core.Cpu.ManagedKernel> Kernel, int DiskBytes, bool FileDisk, ulong Seed, MacAddress? Mac = null);
 
 /// <summary>The demo's hypervisor, guests and steps.</summary>
 internal sealed class Demo : IAsyncDisposable
@@ -52,24 +54,28 @@ internal sealed class Demo : IAsyncDisposable
     public static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
     private const int WorkerBytes = 1 << 20;
+    private const int Pings = 200;
+    private static readonly MacAddress AlphaMac = MacAddress.Parse("00:16:3e:de:00:01");
+    private static readonly MacAddress BetaMac = MacAddress.Parse("00:16:3e:de:00:02");
+    private static readonly MacAddress HostMac = MacAddress.Parse("00:16:3e:de:00:ff");
     private readonly TextWriter _out;
     private readonly Hypervisor _hv = new(new HypervisorOptions { MemoryMiB = 160 });
     private readonly List<Booted> _booted = [];
     private readonly string _dir = Directory.CreateTempSubdirectory("paravirt-demo-").FullName;
     private IReadOnlyList<DomainRow> _table = [];
+    private Task<string>? _hostPing;
 
     public Demo(TextWriter output)
     {
         _out = output;
         Guests =
         [
-            new(new DomainConfig { Name = "alpha", MemoryMiB = 16, CommandLine = $"bytes={WorkerBytes} keys=50 events=100 seed=11" },
-                IsBomb: false, l => new WorkerGuest(l), 4 << 20, FileDisk: true, Seed: 11),
-            new(new DomainConfig { Name = "beta", MemoryMiB = 16, CommandLine = $"bytes={WorkerBytes} keys=200 events=300 seed=22" },
-                IsBomb: false, l => new WorkerGuest(l), 2 << 20, FileDisk: false, Seed: 22),
+            // alpha and beta also have a vif on br0 each and ping each other (the network step).
+            new(new DomainConfig { Name = "alpha", MemoryMiB = 16, CommandLine = $"bytes={WorkerBytes} keys=50 events=100 seed=11 pings={Pings} peer={BetaMac}" },
+                IsBomb: false, l => new WorkerGuest(l), 4 << 20, FileDisk: true, Seed: 11, AlphaMac),
+            new(new DomainConfig { Name = "beta", MemoryMiB = 16, CommandLine = $"bytes={WorkerBytes} keys=200 events=300 seed=22 pings={Pings} peer={AlphaMac}" },
+                IsBomb: false, l => new WorkerGuest(l), 2 << 20, FileDisk: false, Seed: 22, BetaMac),
             new(new DomainConfig { Name = "bomb", MemoryMiB = 8, MaxMemoryMiB = 10 }, IsBomb: true, _ => new BombGuest(), 0, FileDisk: false, Seed: 0),
-
-            // NETWORK GUESTS: the network step's guests (netfront on hv.Switch("br0")) are added here.
         ];
         Steps =
         [
@@ -78,8 +84,7 @@ internal sealed class Demo : IAsyncDisposable
             new("consoles", ConsolesAsync),
             new("block", BlockAsync),
             new("xenstore and events", XenStoreAndEventsAsync),
-
-            // NETWORK STEP: "network" (guests exchange frames over hv.Switch("br0"), checked by both ends) goes here.
+            new("network", NetworkAsync),
             new("isolation", IsolationAsync),
             new("metering", MeteringAsync),
         ];
@@ -171,7 +176,8 @@ internal sealed class Demo : IAsyncDisposable
                 disk = dom.AttachDisk("xvda", device);
             }
 
-            var booted = new Booted(g, dom, ledger, disk, path, memory);
+            var vif = g.Mac is { } mac ? dom.AttachNic(_hv.Switch("br0"), new NicOptions { Mac = mac }) : null;
+            var booted = new Booted(g, dom, ledger, disk, path, memory) { Vif = vif };
             booted.Console = PrintConsoleAsync(booted);
             _booted.Add(booted);
         }
@@ -181,8 +187,13 @@ internal sealed class Demo : IAsyncDisposable
             b.Domain.Start(new MeteredKernel(b.Guest.Kernel(b.Ledger), b.Ledger));
         }
 
+        if (_booted.Any(b => b.Vif is not null))
+        {
+            _hostPing = HostPingAsync(ct);
+        }
+
         return Task.FromResult(string.Join(", ", _booted.Select(b =>
-            $"{b.Domain.Name} (domain {b.Domain.Id}, {b.Guest.Config.MemoryMiB}{(b.Guest.Config.MaxMemoryMiB is { } m ? $"..{m}" : "")} MiB{(b.Disk is null ? "" : b.Path is null ? ", xvda in memory" : ", xvda a file")})")) + " started");
+            $"{b.Domain.Name} (domain {b.Domain.Id}, {b.Guest.Config.MemoryMiB}{(b.Guest.Config.MaxMemoryMiB is { } m ? $"..{m}" : "")} MiB{(b.Disk is null ? "" : b.Path is null ? ", xvda in memory" : ", xvda a file")}{(b.Vif is null ? "" : $", vif {b.Vif.Mac} on br0")})")) + " started");
     }
 
     private async Task PrintConsoleAsync(Booted b)
@@ -229,6 +240,11 @@ internal sealed class Demo : IAsyncDisposable
             if (b.Disk is not null)
             {
                 await b.Disk.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (b.Vif is not null)
+            {
+                await b.Vif.DisposeAsync().ConfigureAwait(false);
             }
 
             await b.Console!.WaitAsync(Bound, ct).ConfigureAwait(false);
@@ -308,6 +324,119 @@ internal sealed class Demo : IAsyncDisposable
         return Task.FromResult(string.Join("; ", seen));
     }
 
+    /// <summary>
+    /// Runs beside the guests: once every vif is connected, the host plugs its own port into br0 and
+    /// sends alpha one ping, then writes each vif guest's <c>data/go</c> (so no guest sends before
+    /// every vif is on the switch), and waits for alpha's pong, checked like the guests check theirs.
+    /// </summary>
+    private async Task<string> HostPingAsync(CancellationToken ct)
+    {
+        var vifs = _booted.Where(b => b.Vif is not null).ToList();
+        var target = vifs[0];
+        try
+        {
+            foreach (var b in vifs)
+            {
+                try
+                {
+                    await b.Vif!.WaitForConnectAsync(ct).WaitAsync(Bound, ct).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    throw new CheckFailedException($"{b.Domain.Name}'s vif did not connect within {Bound.TotalSeconds} s (state {b.Vif!.State})");
+                }
+            }
+
+            using var port = _hv.Switch("br0").ConnectHost(HostMac);
+            var to = new byte[6];
+            target.Vif!.Mac.Write(to);
+            var from = new byte[6];
+            HostMac.Write(from);
+            var frame = new byte[VirtualSwitch.MaxFrameBytes];
+            var payload = new byte[PingProtocol.MaxPayload];
+            const int Seq = 7;
+            const ulong Seed = 99;
+            var length = PingProtocol.Payload(payload, Seed, Seq);
+            var sent = PingProtocol.Build(frame, to, from, PingProtocol.Ping, Seq, payload.AsSpan(0, length));
+            port.Send(frame.AsSpan(0, sent));
+            Go(vifs);
+
+            // Frames between the guests are flooded to the host's port too until the switch has learned
+            // where their destination is: skip what is not addressed to the host.
+            var reply = new byte[VirtualSwitch.MaxFrameBytes];
+            using var within = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            within.CancelAfter(Bound);
+            int n, skipped = 0;
+            try
+            {
+                while (MacAddress.Read((n = await port.ReceiveAsync(reply, within.Token).ConfigureAwait(false)) >= 6 ? reply : new byte[6]) != HostMac)
+                {
+                    skipped++;
+                }
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                throw new CheckFailedException($"the host's ping to {target.Domain.Name} got no answer within {Bound.TotalSeconds} s");
+            }
+
+            var parsed = PingProtocol.Parse(reply, n, out var why) ?? throw new CheckFailedException($"the host received {why}");
+            Expect(MacAddress.Read(reply.AsSpan(6)) == target.Vif.Mac && MacAddress.Read(reply) == HostMac,
+                $"the host's answer came from {MacAddress.Read(reply.AsSpan(6))} to {MacAddress.Read(reply)}; expected {target.Vif.Mac} to {HostMac}");
+            Expect(parsed.Kind == PingProtocol.Pong && parsed.Seq == Seq && parsed.Length == length && reply.AsSpan(PingProtocol.Meta, length).SequenceEqual(payload.AsSpan(0, length)),
+                $"the host's ping {Seq} ({length} bytes) was answered by kind {parsed.Kind} seq {parsed.Seq} ({parsed.Length} bytes), not its pong byte for byte");
+            return $"the host's ping through ConnectHost({HostMac}) came back from {target.Domain.Name} byte for byte ({sent} bytes; {skipped} flooded frames for others skipped)";
+        }
+        finally
+        {
+            Go(vifs); // also when the host's part failed: the guests must not wait for a go that never comes
+        }
+    }
+
+    private void Go(IEnumerable<Booted> guests)
+    {
+        foreach (var b in guests)
+        {
+            try
+            {
+                _hv.XenStore.Write(Core.XenStore.HostXenStore.DomainPath(b.Domain.Id) + "/data/go", "1");
+            }
+            catch (Core.XenStore.XenStoreException)
+            {
+                // The domain is gone already.
+            }
+        }
+    }
+
+    private async Task<string> NetworkAsync(CancellationToken ct)
+    {
+        var vifs = _booted.Where(b => b.Vif is not null).ToList();
+        Expect(vifs.Count > 0 && _hostPing is not null, "no guest has a vif");
+        var seen = new List<string>();
+        foreach (var b in vifs)
+        {
+            var line = b.Snapshot().FirstOrDefault(l => l.StartsWith("result network:", StringComparison.Ordinal));
+            var args = new GuestArgs(b.Guest.Config.CommandLine);
+            var pings = args.Get("pings", 0);
+            Expect(line is not null && line.StartsWith($"result network: {pings} pings to {args.Get("peer", "")} answered and checked", StringComparison.Ordinal),
+                $"{b.Domain.Name}: expected '{pings} pings to … answered and checked', it said '{line}'");
+            var stats = b.Vif!.Stats;
+            var l = b.Ledger;
+            var m = b.Domain.Meter;
+            Expect(stats.TxErrors + stats.RxErrors + stats.TxDropped + stats.ProtocolErrors == 0,
+                $"{b.Domain.Name}'s netback saw {stats.TxErrors} tx errors, {stats.RxErrors} rx errors, {stats.TxDropped} dropped, {stats.ProtocolErrors} protocol errors; expected none");
+            Expect(stats.TxPackets == l.NetFramesSent && stats.RxPackets == l.NetFramesReceived,
+                $"{b.Domain.Name}: netback carried {stats.TxPackets}/{stats.RxPackets} frames out/in, the guest counted {l.NetFramesSent}/{l.NetFramesReceived}");
+            Expect(m.NetBytesSent == l.NetBytesSent && m.NetBytesReceived == l.NetBytesReceived,
+                $"{b.Domain.Name}: the meter counts {m.NetBytesSent}/{m.NetBytesReceived} network bytes sent/received, the guest {l.NetBytesSent}/{l.NetBytesReceived}");
+            seen.Add(string.Create(CultureInfo.InvariantCulture,
+                $"{b.Domain.Name} sent {l.NetFramesSent} frames ({l.NetBytesSent} bytes) and received {l.NetFramesReceived} ({l.NetBytesReceived} bytes) = meter"));
+        }
+
+        var host = await _hostPing!.WaitAsync(Bound, ct).ConfigureAwait(false);
+        return $"{string.Join(" and ", vifs.Select(b => b.Domain.Name))} pinged each other {Pings} times each over br0, every pong checked (seq, length, FNV-1a, bytes); "
+            + string.Join("; ", seen) + "; " + host;
+    }
+
     private Task<string> IsolationAsync(CancellationToken ct)
     {
         var bomb = _booted.Single(b => b.Guest.IsBomb);
@@ -343,8 +472,10 @@ internal sealed class Demo : IAsyncDisposable
             Expect(m.EventsSent == l.EventsSent, $"{b.Domain.Name}: the meter counts {m.EventsSent} events sent, the guest's EVTCHNOP_send succeeded {l.EventsSent} times");
             Expect(m.BlockBytesRead == l.BlockBytesRead && m.BlockBytesWritten == l.BlockBytesWritten,
                 $"{b.Domain.Name}: the meter counts {m.BlockBytesRead}/{m.BlockBytesWritten} block bytes read/written, the guest {l.BlockBytesRead}/{l.BlockBytesWritten}");
+            Expect(m.NetBytesSent == l.NetBytesSent && m.NetBytesReceived == l.NetBytesReceived,
+                $"{b.Domain.Name}: the meter counts {m.NetBytesSent}/{m.NetBytesReceived} network bytes sent/received, the guest {l.NetBytesSent}/{l.NetBytesReceived}");
             Expect(b.Domain.CpuTimeNs > 0, $"{b.Domain.Name}: no CPU time metered");
-            seen.Add(string.Create(CultureInfo.InvariantCulture, $"{b.Domain.Name} {m.TotalHypercalls} hypercalls, {m.EventsSent} sends, {m.BlockBytesWritten} bytes written"));
+            seen.Add(string.Create(CultureInfo.InvariantCulture, $"{b.Domain.Name} {m.TotalHypercalls} hypercalls, {m.EventsSent} sends, {m.BlockBytesWritten} bytes written, {m.NetBytesSent} network bytes sent"));
         }
 
         return Task.FromResult("meter = guest's own count: " + string.Join("; ", seen));
@@ -358,6 +489,23 @@ internal sealed class Demo : IAsyncDisposable
             if (b.Disk is not null)
             {
                 await b.Disk.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (b.Vif is not null)
+            {
+                await b.Vif.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+
+        if (_hostPing is not null)
+        {
+            try
+            {
+                await _hostPing.ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // Reported by the network step, if it ran.
             }
         }
 
@@ -380,6 +528,8 @@ internal sealed class Demo : IAsyncDisposable
         public GuestLedger Ledger { get; } = ledger;
 
         public BlkBack? Disk { get; } = disk;
+
+        public NetBack? Vif { get; init; }
 
         public string? Path { get; } = path;
 

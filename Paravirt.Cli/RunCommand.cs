@@ -6,6 +6,7 @@ using Paravirt.Cli.Config;
 using Paravirt.Cli.Host;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Backends.Block;
+using Paravirt.Core.Backends.Network;
 using Paravirt.Core.Domains;
 
 namespace Paravirt.Cli;
@@ -21,7 +22,8 @@ internal static class RunCommand
     public const int DefaultMaxRestarts = 10;
 
     /// <summary>What <c>run</c> was asked to do.</summary>
-    internal sealed record Options(string ConfigPath, string? RuntimeDirectory = null, int MaxRestarts = DefaultMaxRestarts);
+    /// <param name="HypervisorCreated">Called with the hypervisor before the domain is created (tests plug a host port into its switches).</param>
+    internal sealed record Options(string ConfigPath, string? RuntimeDirectory = null, int MaxRestarts = DefaultMaxRestarts, Action<Hypervisor>? HypervisorCreated = null);
 
     public static Command Create(Func<Stream> stdin)
     {
@@ -32,7 +34,7 @@ internal static class RunCommand
             "run",
             "Boot the domain a config file describes (kernel = \"managed:NAME\"), with its console on stdin/stdout, until it ends; "
             + "then print the domain table. Exit codes: 0 powered off; 1 bad command line; 2 config error (FILE:LINE on stderr); "
-            + "3 not supported in this build (PV kernel image, vif, non-raw disk); 4 crashed; 5 rebooted and not restarted; "
+            + "3 not supported in this build (PV kernel image, non-raw disk); 4 crashed; 5 rebooted and not restarted; "
             + "6 the host could not set the domain up; 7 other shutdown (suspend, watchdog); 130 interrupted (SIGINT/SIGTERM).");
         command.Arguments.Add(config);
         command.Options.Add(runtimeDir);
@@ -66,15 +68,6 @@ internal static class RunCommand
             await error.WriteLineAsync($"paravirt run: {spec.File}:{s.Line}: warning: '{s.Key}' is not used by paravirt (ignored)").ConfigureAwait(false);
         }
 
-        if (spec.Vifs.Count > 0)
-        {
-            // The vif is parsed (VifSpec: bridge, mac, rate); attaching it waits for the network backend.
-            await error.WriteLineAsync(
-                $"paravirt run: {spec.File}:{spec.Vifs[0].Line}: networking is not available in this build yet (no network backend to attach "
-                + $"vif bridge={spec.Vifs[0].Spec.Bridge}); expected no vif line").ConfigureAwait(false);
-            return ExitCodes.NotSupported;
-        }
-
         if (spec.Kernel is ImageKernel image)
         {
             if (!File.Exists(image.ImagePath))
@@ -99,6 +92,7 @@ internal static class RunCommand
 
         var hostMiB = (spec.MaxMemoryMiB ?? spec.MemoryMiB) + 16;
         using var hv = new Hypervisor(new HypervisorOptions { MemoryMiB = hostMiB });
+        options.HypervisorCreated?.Invoke(hv);
         ControlServer control;
         try
         {
@@ -119,6 +113,13 @@ internal static class RunCommand
             return code;
         }
     }
+
+    /// <summary>
+    /// The MAC of a vif given none: xl's OUI 00:16:3e, then the domain id (two bytes) and the devid,
+    /// so it is the same for the same domain and vif (xl picks random bytes; a paravirt host numbers its domains from 1).
+    /// </summary>
+    internal static MacAddress GeneratedMac(int domainId, int devId) =>
+        MacAddress.FromValue(0x0016_3E00_0000UL | ((ulong)(domainId & 0xFFFF) << 8) | (byte)devId);
 
     internal static string NotSupportedMessage(ImageKernel image) =>
         $"booting a PV kernel image ({image.ImagePath}) is not supported yet: it needs the x86-64 interpreter (a later issue); "
@@ -215,7 +216,7 @@ internal static class RunCommand
             : exit.ShutdownCode == Sched.SHUTDOWN_poweroff ? "on_poweroff"
             : "action";
 
-        private async Task<(Domain? Domain, List<BlkBack> Disks, string Error)> BootAsync()
+        private async Task<(Domain? Domain, List<IAsyncDisposable> Disks, string Error)> BootAsync()
         {
             Core.Cpu.ManagedKernel kernel;
             try
@@ -237,12 +238,14 @@ internal static class RunCommand
                 return (null, [], $"{spec.File}: cannot create domain {spec.Name}: {e.Message}");
             }
 
-            var disks = new List<BlkBack>();
+            var disks = new List<IAsyncDisposable>();
+            var diskCount = 0;
             foreach (var d in spec.Disks)
             {
                 try
                 {
                     disks.Add(dom.AttachDisk(d.Spec.Vdev, BlockDevice.OpenFile(d.Spec.Target, writable: !d.Spec.ReadOnly)));
+                    diskCount++;
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException)
                 {
@@ -251,16 +254,41 @@ internal static class RunCommand
                 }
             }
 
+            var vifs = new List<string>();
+            for (var i = 0; i < spec.Vifs.Count; i++)
+            {
+                var v = spec.Vifs[i];
+                var mac = v.Spec.Mac is { } octets ? MacAddress.Read(octets) : GeneratedMac(dom.Id, i);
+                try
+                {
+                    disks.Add(dom.AttachNic(hv.Switch(v.Spec.Bridge), new NicOptions
+                    {
+                        Mac = mac,
+                        DevId = (uint)i,
+                        RateBytesPerSecond = v.Spec.Rate?.BytesPerSecond,
+                        RateInterval = v.Spec.Rate is { } rate ? TimeSpan.FromMicroseconds(rate.IntervalMicroseconds) : TimeSpan.FromMicroseconds(VifRate.DefaultIntervalMicroseconds),
+                        Log = m => error.WriteLine($"paravirt: {m}"),
+                    }));
+                }
+                catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+                {
+                    await DestroyAsync(dom, disks, Task.CompletedTask).ConfigureAwait(false);
+                    return (null, [], $"{spec.File}:{v.Line}: vif {i}: cannot attach to bridge {v.Spec.Bridge}: {e.Message}");
+                }
+
+                vifs.Add($"vif {i} {mac} on {v.Spec.Bridge}{(v.Spec.Rate is { } r ? string.Create(CultureInfo.InvariantCulture, $" at {r.BytesPerSecond} B/s per {r.IntervalMicroseconds} us") : "")}");
+            }
+
             await error.WriteLineAsync(string.Create(
                 CultureInfo.InvariantCulture,
-                $"paravirt: domain {dom.Id} ({dom.Name}) starting: {spec.Kernel}, {spec.MemoryMiB} MiB, {spec.Vcpus} vCPU(s), {disks.Count} disk(s)")).ConfigureAwait(false);
+                $"paravirt: domain {dom.Id} ({dom.Name}) starting: {spec.Kernel}, {spec.MemoryMiB} MiB, {spec.Vcpus} vCPU(s), {diskCount} disk(s){(vifs.Count > 0 ? ", " + string.Join(", ", vifs) : "")}")).ConfigureAwait(false);
             _current = dom;
             _firstBoot.TrySetResult();
             dom.Start(kernel);
             return (dom, disks, "");
         }
 
-        private static async Task DestroyAsync(Domain dom, List<BlkBack> disks, Task console)
+        private static async Task DestroyAsync(Domain dom, List<IAsyncDisposable> disks, Task console)
         {
             dom.Destroy();
             foreach (var d in disks)

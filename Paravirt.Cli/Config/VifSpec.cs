@@ -100,10 +100,14 @@ internal sealed record VifSpec(string Bridge, byte[]? Mac, VifRate? Rate)
         return mac;
     }
 
-    /// <summary>RATE/s[@INTERVAL]: RATE with GB, MB, KB, B (bytes) or Gb, Mb, Kb, b (bits); INTERVAL in s, ms or us (bare: us).</summary>
+    /// <summary>
+    /// RATE/s[@INTERVAL] as xl's libxlu_vif.c takes it: RATE a number up to 2^32-1 with GB, MB, KB, B
+    /// (bytes) or Gb, Mb, Kb, b (bits; divided by 8), decimal multiples; INTERVAL up to 2^32-1 us
+    /// with s, ms (m) or us (u), a bare number being seconds (xl's code; its man page says us).
+    /// </summary>
     private static VifRate ParseRate(string text)
     {
-        const string Expected = "RATE/s[@INTERVAL], RATE a number with GB, MB, KB, B (bytes) or Gb, Mb, Kb, b (bits), INTERVAL with s, ms or us, e.g. 10Mb/s or 1MB/s@20ms";
+        const string Expected = "RATE/s[@INTERVAL], RATE a number with GB, MB, KB, B (bytes) or Gb, Mb, Kb, b (bits), INTERVAL with s, ms or us (up to 4294967295 us), e.g. 10Mb/s or 1MB/s@20ms";
         var at = text.IndexOf('@');
         var ratePart = at < 0 ? text : text[..at];
         if (!ratePart.EndsWith("/s", StringComparison.Ordinal))
@@ -119,7 +123,7 @@ internal sealed record VifSpec(string Bridge, byte[]? Mac, VifRate? Rate)
             "GB" => (1_000_000_000L, false),
             "MB" => (1_000_000L, false),
             "KB" => (1_000L, false),
-            "B" or "" => (1L, false),
+            "B" => (1L, false),
             "Gb" => (1_000_000_000L, true),
             "Mb" => (1_000_000L, true),
             "Kb" => (1_000L, true),
@@ -127,9 +131,9 @@ internal sealed record VifSpec(string Bridge, byte[]? Mac, VifRate? Rate)
             _ => throw new FormatException($"rate '{text}' has unit '{unit}'; expected {Expected}"),
         };
         if (digits == 0 || !long.TryParse(ratePart.AsSpan(0, digits), NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number == 0
-            || number > long.MaxValue / multiplier)
+            || number > uint.MaxValue)
         {
-            throw new FormatException($"rate '{text}' needs a positive number; expected {Expected}");
+            throw new FormatException($"rate '{text}' needs a positive number (at most 4294967295); expected {Expected}");
         }
 
         var bytes = number * multiplier / (bits ? 8 : 1);
@@ -141,15 +145,15 @@ internal sealed record VifSpec(string Bridge, byte[]? Mac, VifRate? Rate)
             var ivUnit = iv[ivDigits..];
             long scale = ivUnit switch
             {
-                "s" => 1_000_000,
-                "ms" => 1_000,
-                "us" or "" => 1,
+                "s" or "" => 1_000_000, // xl (libxlu_vif.c) takes a bare number as seconds, though the man page says microseconds
+                "ms" or "m" => 1_000,
+                "us" or "u" => 1,
                 _ => throw new FormatException($"rate interval '{iv}' has unit '{ivUnit}'; expected {Expected}"),
             };
             if (ivDigits == 0 || !long.TryParse(iv.AsSpan(0, ivDigits), NumberStyles.None, CultureInfo.InvariantCulture, out var ivNumber) || ivNumber == 0
-                || ivNumber > long.MaxValue / scale)
+                || ivNumber * scale > uint.MaxValue)
             {
-                throw new FormatException($"rate interval '{iv}' needs a positive number; expected {Expected}");
+                throw new FormatException($"rate interval '{iv}' needs a positive number (at most 4294967295); expected {Expected}");
             }
 
             interval = ivNumber * scale;

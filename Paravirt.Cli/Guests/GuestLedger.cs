@@ -5,7 +5,7 @@ namespace Paravirt.Cli.Guests;
 
 /// <summary>
 /// What a guest itself counts it has done: every hypercall it made (by number), the
-/// <c>EVTCHNOP_send</c>s that succeeded, and the block bytes its frontends moved. The guest's own
+/// <c>EVTCHNOP_send</c>s that succeeded, and the block and network bytes its frontends moved. The guest's own
 /// bookkeeping, kept in a host object so a host (the demo, a test) can hold it next to the
 /// domain's <c>Meter</c> once the domain has ended.
 /// </summary>
@@ -15,6 +15,10 @@ internal sealed class GuestLedger
     private long _eventsSent;
     private long _blockRead;
     private long _blockWritten;
+    private long _netSent;
+    private long _netReceived;
+    private long _netFramesSent;
+    private long _netFramesReceived;
 
     public long Hypercalls(int nr) => Interlocked.Read(ref _hypercalls[(uint)nr < Core.Domains.DomainMeter.HypercallSlots ? nr : Core.Domains.DomainMeter.HypercallSlots]);
 
@@ -26,6 +30,28 @@ internal sealed class GuestLedger
     public long BlockBytesRead => Interlocked.Read(ref _blockRead);
 
     public long BlockBytesWritten => Interlocked.Read(ref _blockWritten);
+
+    /// <summary>Bytes of the frames the guest handed its netfront to send.</summary>
+    public long NetBytesSent => Interlocked.Read(ref _netSent);
+
+    /// <summary>Bytes of the frames the guest took from its netfront.</summary>
+    public long NetBytesReceived => Interlocked.Read(ref _netReceived);
+
+    public long NetFramesSent => Interlocked.Read(ref _netFramesSent);
+
+    public long NetFramesReceived => Interlocked.Read(ref _netFramesReceived);
+
+    public void CountNetSent(long bytes)
+    {
+        Interlocked.Add(ref _netSent, bytes);
+        Interlocked.Increment(ref _netFramesSent);
+    }
+
+    public void CountNetReceived(long bytes)
+    {
+        Interlocked.Add(ref _netReceived, bytes);
+        Interlocked.Increment(ref _netFramesReceived);
+    }
 
     public void CountBlockRead(long bytes) => Interlocked.Add(ref _blockRead, bytes);
 

@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using Paravirt.Cli;
 using Paravirt.Cli.Guests;
 using Paravirt.Cli.Host;
+using Paravirt.Core.Backends.Network;
 using Paravirt.Guest;
 
 namespace Paravirt.Tests.Cli;
@@ -196,7 +197,7 @@ public sealed class RunCommandTests : IDisposable
     }
 
     [Fact]
-    public async Task A_Pv_Kernel_Image_A_Vif_And_A_Qcow2_Disk_Exit_3_Not_Supported_Yet()
+    public async Task A_Pv_Kernel_Image_And_A_Qcow2_Disk_Exit_3_Not_Supported_Yet()
     {
         var image = Path.Combine(dir, "vmlinuz");
         await File.WriteAllBytesAsync(image, [0x7f, (byte)'E', (byte)'L', (byte)'F'], TestContext.Current.CancellationToken);
@@ -204,13 +205,68 @@ public sealed class RunCommandTests : IDisposable
         elf.Exit.Should().Be(ExitCodes.NotSupported).And.Be(3);
         elf.Err.Should().Contain("elf.cfg:3: booting a PV kernel image").And.Contain("is not supported yet: it needs the x86-64 interpreter");
 
-        var vif = await Run(Config("name='x'\nkernel='managed:hello'\nvif = [ 'bridge=br0,mac=00:16:3e:00:00:01,rate=10Mb/s' ]\n", "vif.cfg"));
-        vif.Exit.Should().Be(3);
-        vif.Err.Should().Contain("vif.cfg:3: networking is not available in this build yet").And.Contain("bridge=br0");
-
         var qcow = await Run(Config("name='x'\nkernel='managed:hello'\ndisk = [ 'format=qcow2, vdev=xvda, target=a.qcow2' ]\n", "q.cfg"));
         qcow.Exit.Should().Be(3);
         qcow.Err.Should().Contain("q.cfg:3: disk 'format=qcow2, vdev=xvda, target=a.qcow2': format 'qcow2' is not supported; expected raw");
+    }
+
+    [Fact]
+    public async Task A_Vif_Is_Attached_To_Its_Bridge_And_The_Netecho_Guest_Answers_The_Hosts_Frames_Through_It()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var guestMac = MacAddress.Parse("00:16:3e:00:00:01");
+        var hostMac = MacAddress.Parse("00:16:3e:ff:00:01");
+        var port = new TaskCompletionSource<SwitchHostPort>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cfg = Config("name='net'\nmemory=8\nkernel='managed:netecho'\nvif = [ 'bridge=br0,mac=00:16:3e:00:00:01,rate=10Mb/s@20ms' ]\n");
+        var output = new WatchedWriter();
+        var error = new WatchedWriter();
+        var run = RunCommand.RunAsync(
+            new RunCommand.Options(cfg, RuntimeDir, HypervisorCreated: hv => port.SetResult(hv.Switch("br0").ConnectHost(hostMac))),
+            output, error, null, ct);
+        using var host = await port.Task.WaitAsync(CliRunner.Bound, ct);
+        var frame = new byte[VirtualSwitch.MaxFrameBytes];
+
+        // The guest's hello, broadcast when its vif connected: from then on it is on br0.
+        var n = await host.ReceiveAsync(frame, ct).AsTask().WaitAsync(CliRunner.Bound, ct);
+        MacAddress.Read(frame.AsSpan(6)).Should().Be(guestMac, "the vif has the config's mac");
+        frame.AsSpan(12, 3).ToArray().Should().Equal(0x88, 0xB6, NetEchoGuest.Hello);
+
+        const int Frames = 50;
+        long sent = 0;
+        var payload = new byte[VirtualSwitch.MaxFrameBytes - 14];
+        for (var i = 0; i < Frames; i++)
+        {
+            var length = 46 + (i * 97 % (payload.Length - 46));
+            Random.Shared.NextBytes(payload.AsSpan(0, length));
+            host.Send(guestMac, 0x88B5, payload.AsSpan(0, length));
+            sent += 14 + length;
+            n = await host.ReceiveAsync(frame, ct).AsTask().WaitAsync(CliRunner.Bound, ct);
+            n.Should().Be(14 + length, $"echo {i} is as long as the frame sent");
+            MacAddress.Read(frame).Should().Be(hostMac, $"echo {i} comes back to the host");
+            MacAddress.Read(frame.AsSpan(6)).Should().Be(guestMac);
+            frame.AsSpan(14, length).SequenceEqual(payload.AsSpan(0, length)).Should().BeTrue($"echo {i} carries the bytes sent");
+        }
+
+        host.Send(guestMac, NetEchoGuest.ControlType, [NetEchoGuest.Stop, .. new byte[45]]);
+        var exit = await run.WaitAsync(CliRunner.Bound, ct);
+
+        exit.Should().Be(ExitCodes.Ok, error.ToString());
+        error.ToString().Should().Contain("paravirt: domain 1 (net) starting: managed:netecho, 8 MiB, 1 vCPU(s), 0 disk(s), vif 0 00:16:3e:00:00:01 on br0 at 1250000 B/s per 20000 us");
+        output.ToString().Should().Contain($"netecho: stop frame: echoed {Frames} frames ({sent} bytes); powering off\n");
+
+        // The table's Net(rx/tx bytes): the guest received our frames and the stop (46 + 14), and sent the hello (60) and the echoes.
+        output.ToString().Should().MatchRegex($@"\nnet\s+1 shutdown:poweroff\s+8\s+1\s+[\d.]+\s+\d+\s+\d+/\d+\s+0/0\s+{sent + 60}/{sent + 60}\n");
+    }
+
+    [Fact]
+    public async Task A_Vif_Without_A_Mac_Gets_One_In_Xens_Oui_From_The_Domain_And_Devid_And_Defaults_To_Xenbr0()
+    {
+        RunCommand.GeneratedMac(0x1234, 5).ToString().Should().Be("00:16:3e:12:34:05");
+        var (exit, output, error) = await Run(Config("name='n2'\nmemory=8\nkernel='managed:netecho'\nextra='frames=0'\nvif = [ 'model=e1000', 'bridge=br7' ]\n"));
+
+        exit.Should().Be(ExitCodes.Ok, error);
+        error.Should().Contain("vif 0 00:16:3e:00:01:00 on xenbr0, vif 1 00:16:3e:00:01:01 on br7");
+        output.Should().Contain("netecho: vif 0 00:16:3e:00:01:00 connected").And.Contain("netecho: frames=0 reached: echoed 0 frames (0 bytes)");
     }
 
     [Fact]

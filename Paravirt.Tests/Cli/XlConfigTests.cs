@@ -139,6 +139,9 @@ public sealed class XlConfigTests
         VifSpec.Parse("rate=1MB/s@20ms").Rate!.BytesPerInterval.Should().Be(20_000, "xl-network-configuration(5)'s own example");
         VifSpec.Parse("rate=250KB/s").Rate.Should().Be(new VifRate(250_000, 50_000));
         VifSpec.Parse("rate=8b/s@1s").Rate.Should().Be(new VifRate(1, 1_000_000));
+        VifSpec.Parse("rate=1Gb/s@2").Rate.Should().Be(new VifRate(125_000_000, 2_000_000), "xl's code takes a bare interval as seconds");
+        VifSpec.Parse("rate=5KB/s@7m").Rate.Should().Be(new VifRate(5_000, 7_000), "xl accepts 'm' for ms");
+        VifSpec.Parse("rate=5KB/s@300u").Rate.Should().Be(new VifRate(5_000, 300), "and 'u' for us");
         var plain = VifSpec.Parse("");
         (plain.Bridge, plain.Mac, plain.Rate).Should().Be(("xenbr0", null, null));
         VifSpec.Parse("model=rtl8139, mac=00:16:3e:00:00:01, trusted").Bridge.Should().Be("xenbr0");
@@ -150,6 +153,9 @@ public sealed class XlConfigTests
     [InlineData("rate=10Mb", "has no '/s'")]
     [InlineData("rate=10Xb/s", "has unit 'Xb'")]
     [InlineData("rate=0MB/s", "needs a positive number")]
+    [InlineData("rate=10/s", "has unit ''")]
+    [InlineData("rate=4294967296B/s", "needs a positive number")]
+    [InlineData("rate=1MB/s@4295s", "rate interval '4295s' needs a positive number")]
     [InlineData("rate=1MB/s@20h", "rate interval '20h' has unit 'h'")]
     [InlineData("bridge=", "bridge is empty")]
     [InlineData("colour=red", "'colour' is not a vif keyword")]
@@ -194,7 +200,7 @@ public sealed class XlConfigTests
     [InlineData("name='a'\nkernel='managed:hello'\nmemory = 64\nmaxmem = 32\n", 4, "maxmem 32 is below memory 64", "maxmem >= memory")]
     [InlineData("name = 5\nkernel='managed:hello'\n", 1, "name is a number", "name = \"...\"")]
     [InlineData("name = 'a/b'\nkernel='managed:hello'\n", 1, "name \"a/b\" is empty or has '/'", "a domain name")]
-    [InlineData("name='a'\nkernel='managed:nope'\n", 2, "'nope' is not a built-in managed guest", "one of hello, echo, worker, bomb")]
+    [InlineData("name='a'\nkernel='managed:nope'\n", 2, "'nope' is not a built-in managed guest", "one of hello, echo, netecho, worker, bomb")]
     [InlineData("name='a'\nkernel='managed::T'\n", 2, "names no assembly or no type", "managed:PATH.dll:Namespace.Type")]
     [InlineData("name='a'\nkernel='managed:hello'\ndisk = 'file:/i.img,xvda,w'\n", 3, "disk is a string", "disk = [ 'SPEC'")]
     [InlineData("name='a'\nkernel='managed:hello'\ndisk = [ 5 ]\n", 3, "an item of disk is a number", "quoted strings")]
