@@ -42,7 +42,7 @@ public sealed class BlockFrontend : IDisposable
     public const int MaxSegments = Blkif.BLKIF_MAX_SEGMENTS_PER_REQUEST;
 
     /// <summary>Ring requests that can be in flight at once (the ring's size).</summary>
-    public const int MaxInFlight = BlockFrontRing.Size;
+    public const int MaxInFlight = Ring.RING_SIZE_blkif;
 
     private const int PageSize = PageAllocator.PageSize;
     private const int MaxRequestBytes = MaxSegments * PageSize;
@@ -58,7 +58,7 @@ public sealed class BlockFrontend : IDisposable
     private readonly Func<bool> _slotFreeOrBroken;
     private readonly Func<bool> _idleOrBroken;
     private GuestPage _ringPage;
-    private BlockFrontRing? _ring;
+    private GuestFrontRing<blkif_request, blkif_response>? _ring;
     private uint _ringRef;
     private uint _port;
     private uint _freeMask;
@@ -186,7 +186,7 @@ public sealed class BlockFrontend : IDisposable
         var backend = Device.BackendId;
 
         _ringPage = _guest.Pages.Allocate();
-        _ring = new BlockFrontRing(_guest.Memory, _ringPage.Address);
+        _ring = new GuestFrontRing<blkif_request, blkif_response>(_guest.Memory, _ringPage.Address, Ring.RING_SIZE_blkif);
         Check(_grants.GrantAccess(backend, _ringPage, readOnly: false, out _ringRef), "granting the ring page");
         foreach (var slot in _slots)
         {
@@ -525,7 +525,7 @@ public sealed class BlockFrontend : IDisposable
         {
             lock (_lock)
             {
-                _ring!.Queue(request);
+                _ring!.QueueVariant(request);
                 notify = _ring.PushRequestsAndCheckNotify();
             }
 

@@ -79,8 +79,8 @@ public sealed class NetFrontend : IDisposable
     private readonly Func<bool> _txIdle;
     private GuestPage _txRingPage;
     private GuestPage _rxRingPage;
-    private NetFrontRing<netif_tx_request, netif_tx_response>? _tx;
-    private NetFrontRing<netif_rx_request, netif_rx_response>? _rx;
+    private GuestFrontRing<netif_tx_request, netif_tx_response>? _tx;
+    private GuestFrontRing<netif_rx_request, netif_rx_response>? _rx;
     private uint _txRingRef;
     private uint _rxRingRef;
     private uint _port;
@@ -211,8 +211,8 @@ public sealed class NetFrontend : IDisposable
         MacText = macText;
         _txRingPage = _guest.Pages.Allocate();
         _rxRingPage = _guest.Pages.Allocate();
-        _tx = new NetFrontRing<netif_tx_request, netif_tx_response>(_guest.Memory, _txRingPage.Address, Ring.RING_SIZE_netif_tx);
-        _rx = new NetFrontRing<netif_rx_request, netif_rx_response>(_guest.Memory, _rxRingPage.Address, Ring.RING_SIZE_netif_rx);
+        _tx = new GuestFrontRing<netif_tx_request, netif_tx_response>(_guest.Memory, _txRingPage.Address, Ring.RING_SIZE_netif_tx);
+        _rx = new GuestFrontRing<netif_rx_request, netif_rx_response>(_guest.Memory, _rxRingPage.Address, Ring.RING_SIZE_netif_rx);
         Check(_grants.GrantAccess(backend, _txRingPage, readOnly: false, out _txRingRef), "granting the tx ring page");
         Check(_grants.GrantAccess(backend, _rxRingPage, readOnly: false, out _rxRingRef), "granting the rx ring page");
         for (var i = 0; i < _txPages.Length; i++)

@@ -4,18 +4,19 @@ using Paravirt.Core.Cpu;
 namespace Paravirt.Guest;
 
 /// <summary>
-/// The front half of a one-page netif ring (xen/io/ring.h, DEFINE_RING_TYPES(netif_tx, ...) and
-/// (netif_rx, ...)) over a page of the guest's own memory: <c>SHARED_RING_INIT</c>, requests
+/// The front half of a one-page io/ring.h ring (DEFINE_RING_TYPES: blkif, netif_tx, netif_rx …)
+/// over a page of the guest's own memory: <c>SHARED_RING_INIT</c>, requests
 /// written at <c>req_prod_pvt</c> and published with <c>RING_PUSH_REQUESTS_AND_CHECK_NOTIFY</c>,
 /// responses taken up to <c>rsp_prod</c> and re-armed with <c>RING_FINAL_CHECK_FOR_RESPONSES</c>.
 /// The backend writes <c>rsp_prod</c> and the response slots, so a response producer beyond
 /// what was requested is reported, not followed. Not thread-safe: the owner serialises calls.
 /// </summary>
-internal sealed class NetFrontRing<TReq, TRsp>
+internal sealed class GuestFrontRing<TReq, TRsp>
     where TReq : unmanaged
     where TRsp : unmanaged
 {
-    // struct netif_{tx,rx}_sring: four 32-bit indices, 48 bytes of pvt and padding, then the entries.
+    // struct *_sring: four 32-bit indices, 48 bytes of pvt and padding, then the entries, each the
+    // size of the request/response union (blkif: 112 bytes on x86_64).
     private const ulong ReqProd = 0;
     private const ulong ReqEvent = 4;
     private const ulong RspProd = 8;
@@ -31,8 +32,8 @@ internal sealed class NetFrontRing<TReq, TRsp>
 
     /// <param name="memory">The guest's memory.</param>
     /// <param name="pageAddress">The ring page's guest-physical address.</param>
-    /// <param name="size">Entries: <c>__CONST_RING_SIZE(netif_tx|netif_rx, 4096)</c> = 256.</param>
-    public NetFrontRing(IGuestPhysicalMemory memory, ulong pageAddress, int size)
+    /// <param name="size">Entries: <c>__CONST_RING_SIZE(name, 4096)</c> (<see cref="Paravirt.Core.Abi.Io.Ring"/>).</param>
+    public GuestFrontRing(IGuestPhysicalMemory memory, ulong pageAddress, int size)
     {
         _memory = memory;
         _base = pageAddress;
@@ -69,6 +70,24 @@ internal sealed class NetFrontRing<TReq, TRsp>
     public void Queue(in TReq request)
     {
         _memory.Write(Slot(_reqProdPvt), request);
+        _reqProdPvt++;
+    }
+
+    /// <summary>
+    /// Queues another layout of the request union (<c>blkif_request_discard</c> in a blkif ring):
+    /// the slot is cleared first, so no stale bytes of an earlier, longer request stay behind it.
+    /// </summary>
+    public void QueueVariant<TVariant>(in TVariant request)
+        where TVariant : unmanaged
+    {
+        if (Unsafe.SizeOf<TVariant>() > (int)EntrySize)
+        {
+            throw new ArgumentException($"a {typeof(TVariant).Name} of {Unsafe.SizeOf<TVariant>()} bytes does not fit a {EntrySize}-byte ring entry", nameof(request));
+        }
+
+        var slot = Slot(_reqProdPvt);
+        _memory.Write(slot, default(TReq));
+        _memory.Write(slot, request);
         _reqProdPvt++;
     }
 
