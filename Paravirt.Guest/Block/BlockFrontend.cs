@@ -159,49 +159,31 @@ public sealed class BlockFrontend : IDisposable
         return fe;
     }
 
-    private ulong Deadline() => _guest.Clock.SystemTimeNs() + (ulong)_options.HandshakeTimeout.Ticks * 100;
-
-    private XenbusState WaitBackend(Func<XenbusState, bool> done, string what)
-    {
-        if (!Device.WaitForBackendState(done, out var state, Deadline()))
-        {
-            throw new InvalidOperationException($"{Device.NodeName}: the backend did not reach {what} within {_options.HandshakeTimeout} (it is {state})");
-        }
-
-        return state;
-    }
-
-    private void Check(long rc, string what)
-    {
-        if (rc < 0)
-        {
-            throw new InvalidOperationException($"{Device.NodeName}: {what} failed with {XenGuest.ErrnoName(rc)}");
-        }
-    }
+    private ulong Deadline() => _guest.Clock.SystemTimeNs() + ((ulong)_options.HandshakeTimeout.Ticks * 100);
 
     /// <summary>talk_to_blkback + connect: everything from the backend's InitWait to our Connected.</summary>
     private void Handshake()
     {
-        WaitBackend(s => s == XenbusState.InitWait, "InitWait");
+        Device.WaitForBackendState(s => s == XenbusState.InitWait, "InitWait", _options.HandshakeTimeout);
         var backend = Device.BackendId;
 
         _ringPage = _guest.Pages.Allocate();
         _ring = new GuestFrontRing<blkif_request, blkif_response>(_guest.Memory, _ringPage.Address, Ring.RING_SIZE_blkif);
-        Check(_grants.GrantAccess(backend, _ringPage, readOnly: false, out _ringRef), "granting the ring page");
+        Device.Check(_grants.GrantAccess(backend, _ringPage, readOnly: false, out _ringRef), "granting the ring page");
         foreach (var slot in _slots)
         {
             for (var s = 0; s < MaxSegments; s++)
             {
-                Check(_grants.GrantAccess(backend, slot.Pages[s], readOnly: false, out slot.Grefs[s]), "granting a data page");
+                Device.Check(_grants.GrantAccess(backend, slot.Pages[s], readOnly: false, out slot.Grefs[s]), "granting a data page");
             }
         }
 
-        Check(_rt.Events.AllocUnbound(backend, OnEvent, out _port), $"EVTCHNOP_alloc_unbound for domain {backend}");
+        Device.Check(_rt.Events.AllocUnbound(backend, OnEvent, out _port), $"EVTCHNOP_alloc_unbound for domain {backend}");
         _broken = null;
         _freeMask = AllSlots;
 
         var node = Device.NodeName;
-        Check(
+        Device.Check(
             Device.Client.Transaction(t =>
             {
                 long r;
@@ -216,9 +198,9 @@ public sealed class BlockFrontend : IDisposable
                 return 0;
             }),
             "publishing ring-ref/event-channel/protocol");
-        Check(Device.SwitchState(XenbusState.Initialised), "switching to Initialised");
+        Device.Check(Device.SwitchState(XenbusState.Initialised), "switching to Initialised");
 
-        var state = WaitBackend(s => s is XenbusState.Connected or XenbusState.Closing or XenbusState.Closed, "Connected");
+        var state = Device.WaitForBackendState(s => s is XenbusState.Connected or XenbusState.Closing or XenbusState.Closed, "Connected", _options.HandshakeTimeout);
         if (state != XenbusState.Connected)
         {
             var reason = Device.ReadBackend("error", out var error) >= 0 ? error : "no error node";
@@ -235,7 +217,7 @@ public sealed class BlockFrontend : IDisposable
         ReadOnly = (ReadBackendLong("info", required: false) & Blkif.VDISK_READONLY) != 0;
         SupportsFlush = ReadBackendLong("feature-flush-cache", required: false) == 1;
         SupportsDiscard = ReadBackendLong("feature-discard", required: false) == 1;
-        Check(Device.SwitchState(XenbusState.Connected), "switching to Connected");
+        Device.Check(Device.SwitchState(XenbusState.Connected), "switching to Connected");
         _connected = true;
     }
 
@@ -264,11 +246,11 @@ public sealed class BlockFrontend : IDisposable
         }
 
         _guest.WaitFor(_idleOrBroken, Deadline());
-        Check(Device.SwitchState(XenbusState.Closing), "switching to Closing");
-        WaitBackend(s => s is XenbusState.Closed or XenbusState.Unknown, "Closed");
+        Device.Check(Device.SwitchState(XenbusState.Closing), "switching to Closing");
+        Device.WaitForBackendState(s => s is XenbusState.Closed or XenbusState.Unknown, "Closed", _options.HandshakeTimeout);
         _connected = false;
-        Check(Device.SwitchState(XenbusState.Closed), "switching to Closed");
-        Check(_rt.Events.Unbind(_port), $"closing port {_port}");
+        Device.Check(Device.SwitchState(XenbusState.Closed), "switching to Closed");
+        Device.Check(_rt.Events.Unbind(_port), $"closing port {_port}");
         EndGrants();
     }
 
@@ -276,7 +258,7 @@ public sealed class BlockFrontend : IDisposable
     public void Reconnect()
     {
         Close();
-        Check(Device.SwitchState(XenbusState.Initialising), "switching to Initialising");
+        Device.Check(Device.SwitchState(XenbusState.Initialising), "switching to Initialising");
         Handshake();
     }
 

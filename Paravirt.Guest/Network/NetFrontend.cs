@@ -175,34 +175,16 @@ public sealed class NetFrontend : IDisposable
 
     private ulong Deadline() => _guest.Clock.SystemTimeNs() + ((ulong)_options.HandshakeTimeout.Ticks * 100);
 
-    private XenbusState WaitBackend(Func<XenbusState, bool> done, string what)
-    {
-        if (!Device.WaitForBackendState(done, out var state, Deadline()))
-        {
-            throw new InvalidOperationException($"{Device.NodeName}: the backend did not reach {what} within {_options.HandshakeTimeout} (it is {state})");
-        }
-
-        return state;
-    }
-
-    private void Check(long rc, string what)
-    {
-        if (rc < 0)
-        {
-            throw new InvalidOperationException($"{Device.NodeName}: {what} failed with {XenGuest.ErrnoName(rc)}");
-        }
-    }
-
     private void Handshake()
     {
-        WaitBackend(s => s == XenbusState.InitWait, "InitWait");
+        Device.WaitForBackendState(s => s == XenbusState.InitWait, "InitWait", _options.HandshakeTimeout);
         var backend = Device.BackendId;
         if (Device.ReadBackend("feature-rx-copy", out var rxCopy) < 0 || rxCopy != "1")
         {
             throw new InvalidOperationException($"{Device.NodeName}: the backend does not offer feature-rx-copy (receive by copy is the only mode netfront uses)");
         }
 
-        Check(Device.ReadOwn("mac", out var macText), "reading mac");
+        Device.Check(Device.ReadOwn("mac", out var macText), "reading mac");
         if (!TryParseMac(macText, _mac))
         {
             throw new InvalidOperationException($"{Device.NodeName}: mac '{macText}' is not six hex octets separated by ':'");
@@ -213,11 +195,11 @@ public sealed class NetFrontend : IDisposable
         _rxRingPage = _guest.Pages.Allocate();
         _tx = new GuestFrontRing<netif_tx_request, netif_tx_response>(_guest.Memory, _txRingPage.Address, Ring.RING_SIZE_netif_tx);
         _rx = new GuestFrontRing<netif_rx_request, netif_rx_response>(_guest.Memory, _rxRingPage.Address, Ring.RING_SIZE_netif_rx);
-        Check(_grants.GrantAccess(backend, _txRingPage, readOnly: false, out _txRingRef), "granting the tx ring page");
-        Check(_grants.GrantAccess(backend, _rxRingPage, readOnly: false, out _rxRingRef), "granting the rx ring page");
+        Device.Check(_grants.GrantAccess(backend, _txRingPage, readOnly: false, out _txRingRef), "granting the tx ring page");
+        Device.Check(_grants.GrantAccess(backend, _rxRingPage, readOnly: false, out _rxRingRef), "granting the rx ring page");
         for (var i = 0; i < _txPages.Length; i++)
         {
-            Check(_grants.GrantAccess(backend, _txPages[i], readOnly: true, out _txGrefs[i]), "granting a transmit page");
+            Device.Check(_grants.GrantAccess(backend, _txPages[i], readOnly: true, out _txGrefs[i]), "granting a transmit page");
             _txFree[i] = _txPages.Length - 1 - i;
             _txLength[i] = 0;
         }
@@ -225,10 +207,10 @@ public sealed class NetFrontend : IDisposable
         _txFreeCount = _txPages.Length;
         for (var i = 0; i < _rxPages.Length; i++)
         {
-            Check(_grants.GrantAccess(backend, _rxPages[i], readOnly: false, out _rxGrefs[i]), "granting a receive page");
+            Device.Check(_grants.GrantAccess(backend, _rxPages[i], readOnly: false, out _rxGrefs[i]), "granting a receive page");
         }
 
-        Check(_rt.Events.AllocUnbound(backend, OnEvent, out _port), $"EVTCHNOP_alloc_unbound for domain {backend}");
+        Device.Check(_rt.Events.AllocUnbound(backend, OnEvent, out _port), $"EVTCHNOP_alloc_unbound for domain {backend}");
         _broken = null;
         _rxDoneHead = 0;
         _rxDoneCount = 0;
@@ -248,7 +230,7 @@ public sealed class NetFrontend : IDisposable
         }
 
         var node = Device.NodeName;
-        Check(
+        Device.Check(
             Device.Client.Transaction(t =>
             {
                 long r;
@@ -264,16 +246,16 @@ public sealed class NetFrontend : IDisposable
                 return 0;
             }),
             "publishing tx-ring-ref/rx-ring-ref/event-channel");
-        Check(Device.SwitchState(XenbusState.Initialised), "switching to Initialised");
+        Device.Check(Device.SwitchState(XenbusState.Initialised), "switching to Initialised");
 
-        var state = WaitBackend(s => s is XenbusState.Connected or XenbusState.Closing or XenbusState.Closed, "Connected");
+        var state = Device.WaitForBackendState(s => s is XenbusState.Connected or XenbusState.Closing or XenbusState.Closed, "Connected", _options.HandshakeTimeout);
         if (state != XenbusState.Connected)
         {
             var reason = Device.ReadBackend("error", out var error) >= 0 ? error : "no error node";
             throw new InvalidOperationException($"{Device.NodeName}: the backend refused the connection and is {state}: {reason}");
         }
 
-        Check(Device.SwitchState(XenbusState.Connected), "switching to Connected");
+        Device.Check(Device.SwitchState(XenbusState.Connected), "switching to Connected");
         _connected = true;
     }
 
@@ -305,11 +287,11 @@ public sealed class NetFrontend : IDisposable
         }
 
         _guest.WaitFor(_txIdle, Deadline());
-        Check(Device.SwitchState(XenbusState.Closing), "switching to Closing");
-        WaitBackend(s => s is XenbusState.Closed or XenbusState.Unknown, "Closed");
+        Device.Check(Device.SwitchState(XenbusState.Closing), "switching to Closing");
+        Device.WaitForBackendState(s => s is XenbusState.Closed or XenbusState.Unknown, "Closed", _options.HandshakeTimeout);
         _connected = false;
-        Check(Device.SwitchState(XenbusState.Closed), "switching to Closed");
-        Check(_rt.Events.Unbind(_port), $"closing port {_port}");
+        Device.Check(Device.SwitchState(XenbusState.Closed), "switching to Closed");
+        Device.Check(_rt.Events.Unbind(_port), $"closing port {_port}");
         var busy = 0;
         foreach (var gref in (ReadOnlySpan<uint>)[_txRingRef, _rxRingRef, .. _txGrefs, .. _rxGrefs])
         {

@@ -120,6 +120,30 @@ public sealed class XenBusDevice
         }
     }
 
+    /// <summary>
+    /// As <see cref="WaitForBackendState(Func{XenbusState, bool}, out XenbusState, ulong)"/> with a timeout from now, for a frontend's handshake:
+    /// returns the state reached, or throws naming the device, <paramref name="what"/> it waited
+    /// for and the state the backend is in.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The backend did not get there within <paramref name="timeout"/>.</exception>
+    public XenbusState WaitForBackendState(Func<XenbusState, bool> done, string what, TimeSpan timeout)
+    {
+        var deadline = GuestOf(Client).Clock.SystemTimeNs() + ((ulong)timeout.Ticks * 100);
+        return WaitForBackendState(done, out var state, deadline)
+            ? state
+            : throw new InvalidOperationException($"{NodeName}: the backend did not reach {what} within {timeout} (it is {state})");
+    }
+
+    /// <summary>Throws, naming the device, <paramref name="what"/> was being done and the errno, when <paramref name="rc"/> is negative.</summary>
+    /// <exception cref="InvalidOperationException"><paramref name="rc"/> is a Xen errno.</exception>
+    public void Check(long rc, string what)
+    {
+        if (rc < 0)
+        {
+            throw new InvalidOperationException($"{NodeName}: {what} failed with {XenGuest.ErrnoName(rc)}");
+        }
+    }
+
     /// <summary>Stops watching the backend.</summary>
     public long Close()
     {
