@@ -1,5 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using Microsoft.Win32.SafeHandles;
+using Paravirt.Benchmarks.Support;
 using Paravirt.Core.Backends.Block;
 using Paravirt.Core.Domains;
 using Paravirt.Guest;
@@ -75,10 +76,7 @@ public class BlockFrontendBenchmarks
         _disk = _dom.AttachDisk("xvda", BlockDevice.OpenFile(_path, writable: true));
         _kernel = new BlockKernel(_offsets);
         _dom.Start(_kernel);
-        if (!_kernel.Ready.Wait(TimeSpan.FromSeconds(30)))
-        {
-            throw new TimeoutException($"the guest did not connect its disk within 30 s (domain {_dom.State}: {_dom.Exit?.Reason})");
-        }
+        _kernel.WaitReady(_dom, "connect its disk");
 
         Run(BlockKernel.Job.RandomRead); // one warm batch proves the path works before measuring
     }
@@ -98,16 +96,7 @@ public class BlockFrontendBenchmarks
     private void Run(BlockKernel.Job job)
     {
         _kernel.Next = job;
-        _kernel.Go.Release();
-        if (!_kernel.Done.Wait(TimeSpan.FromSeconds(120)))
-        {
-            throw new TimeoutException($"the guest's {job} batch did not finish within 120 s (domain {_dom.State})");
-        }
-
-        if (_kernel.Failure is { } e)
-        {
-            throw new InvalidOperationException($"the guest's {job} batch failed", e);
-        }
+        _kernel.RunBatch(_dom);
     }
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Reads)]
@@ -154,10 +143,13 @@ public class BlockFrontendBenchmarks
     [BenchmarkCategory("roundtrip")]
     public void BlkfrontRoundTrip64MiB() => Run(BlockKernel.Job.RoundTrip);
 
-    /// <summary>The guest: connects blkfront, then runs one batch per <see cref="Go"/>.</summary>
-    private sealed class BlockKernel(long[] offsets) : GuestKernel
+    /// <summary>The guest: connects blkfront, then runs one batch of <see cref="Next"/> per <see cref="BatchKernel.Go"/>.</summary>
+    private sealed class BlockKernel(long[] offsets) : BatchKernel
     {
-        private volatile bool _stop;
+        private readonly BlockOperation[] _ops = new BlockOperation[InFlight];
+        private readonly byte[][] _buffers = new byte[InFlight][];
+        private readonly byte[] _chunk = new byte[Chunk];
+        private BlockFrontend _fe = null!;
 
         public enum Job
         {
@@ -167,83 +159,52 @@ public class BlockFrontendBenchmarks
 
         public volatile Job Next;
 
-        public SemaphoreSlim Go { get; } = new(0);
-
-        public SemaphoreSlim Done { get; } = new(0);
-
-        public ManualResetEventSlim Ready { get; } = new();
-
-        public Exception? Failure { get; private set; }
-
-        public void Stop()
+        protected override void Connect(GuestRuntime rt)
         {
-            _stop = true;
-            Go.Release();
-        }
-
-        protected override void Run(GuestRuntime rt)
-        {
-            var fe = BlockFrontend.Connect(rt);
-            var ops = new BlockOperation[InFlight];
-            var buffers = new byte[InFlight][];
+            _fe = BlockFrontend.Connect(rt);
             for (var i = 0; i < InFlight; i++)
             {
-                ops[i] = new BlockOperation();
-                buffers[i] = new byte[4096];
+                _ops[i] = new BlockOperation();
+                _buffers[i] = new byte[4096];
             }
 
-            var chunk = new byte[Chunk];
-            new Random(7).NextBytes(chunk);
-            var sectorsPer4K = 4096 / fe.SectorSize;
-            Ready.Set();
-            while (true)
-            {
-                Go.Wait();
-                if (_stop)
-                {
-                    break;
-                }
-
-                try
-                {
-                    if (Next == Job.RandomRead)
-                    {
-                        // 32 in flight: keep each slot busy, resubmitting as each completes.
-                        for (var i = 0; i < offsets.Length; i++)
-                        {
-                            var k = i % InFlight;
-                            if (i >= InFlight)
-                            {
-                                fe.Wait(ops[k]);
-                            }
-
-                            fe.SubmitRead(offsets[i] / 4096 * sectorsPer4K, buffers[k], ops[k]);
-                        }
-
-                        fe.WaitAll(ops);
-                    }
-                    else
-                    {
-                        for (long off = 0; off < FileBytes; off += Chunk)
-                        {
-                            fe.Write(off / fe.SectorSize, chunk);
-                        }
-
-                        for (long off = 0; off < FileBytes; off += Chunk)
-                        {
-                            fe.Read(off / fe.SectorSize, chunk);
-                        }
-                    }
-                }
-                catch (Exception e)
-                {
-                    Failure = e;
-                }
-
-                Done.Release();
-            }
-
-            fe.Close();
+            new Random(7).NextBytes(_chunk);
         }
+
+        protected override void Batch()
+        {
+            var fe = _fe;
+            if (Next == Job.RandomRead)
+            {
+                // 32 in flight: keep each slot busy, resubmitting as each completes.
+                var sectorsPer4K = 4096 / fe.SectorSize;
+                for (var i = 0; i < offsets.Length; i++)
+                {
+                    var k = i % InFlight;
+                    if (i >= InFlight)
+                    {
+                        fe.Wait(_ops[k]);
+                    }
+
+                    fe.SubmitRead(offsets[i] / 4096 * sectorsPer4K, _buffers[k], _ops[k]);
+                }
+
+                fe.WaitAll(_ops);
+            }
+            else
+            {
+                for (long off = 0; off < FileBytes; off += Chunk)
+                {
+                    fe.Write(off / fe.SectorSize, _chunk);
+                }
+
+                for (long off = 0; off < FileBytes; off += Chunk)
+                {
+                    fe.Read(off / fe.SectorSize, _chunk);
+                }
+            }
+        }
+
+        protected override void Disconnect() => _fe.Close();
     }
 }

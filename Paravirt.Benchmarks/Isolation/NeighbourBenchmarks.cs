@@ -1,4 +1,5 @@
 using BenchmarkDotNet.Attributes;
+using Paravirt.Benchmarks.Support;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Backends.Block;
 using Paravirt.Core.Domains;
@@ -77,104 +78,61 @@ public class NeighbourBenchmarks
         _disk = _neighbour.AttachDisk("xvda", BlockDevice.InMemory(bytes));
         _kernel = new NeighbourKernel();
         _neighbour.Start(_kernel);
-        if (!_kernel.Ready.Wait(TimeSpan.FromSeconds(30)))
-        {
-            throw new TimeoutException($"the neighbour did not connect its disk within 30 s (domain {_neighbour.State}: {_neighbour.Exit?.Reason})");
-        }
+        _kernel.WaitReady(_neighbour, "connect its disk");
 
         Run();
     }
 
-    private void Run()
+    private void Run() => _kernel.RunBatch(_neighbour);
+
+    /// <summary>The neighbour: connects blkfront, then runs one batch per <see cref="BatchKernel.Go"/>.</summary>
+    private sealed class NeighbourKernel : BatchKernel
     {
-        _kernel.Go.Release();
-        if (!_kernel.Done.Wait(TimeSpan.FromSeconds(120)))
+        private readonly BlockOperation[] _ops = new BlockOperation[InFlight];
+        private readonly byte[][] _buffers = new byte[InFlight][];
+        private readonly Random _rng = new(7);
+        private GuestRuntime _rt = null!;
+        private BlockFrontend _fe = null!;
+
+        protected override void Connect(GuestRuntime rt)
         {
-            throw new TimeoutException($"the neighbour's batch did not finish within 120 s (domain {_neighbour.State})");
-        }
-
-        if (_kernel.Failure is { } e)
-        {
-            throw new InvalidOperationException("the neighbour's batch failed", e);
-        }
-    }
-
-    /// <summary>The neighbour: connects blkfront, then runs one batch per <see cref="Go"/>.</summary>
-    private sealed class NeighbourKernel : GuestKernel
-    {
-        private volatile bool _stop;
-
-        public SemaphoreSlim Go { get; } = new(0);
-
-        public SemaphoreSlim Done { get; } = new(0);
-
-        public ManualResetEventSlim Ready { get; } = new();
-
-        public Exception? Failure { get; private set; }
-
-        public void Stop()
-        {
-            _stop = true;
-            Go.Release();
-        }
-
-        protected override void Run(GuestRuntime rt)
-        {
-            var fe = BlockFrontend.Connect(rt);
-            var ops = new BlockOperation[InFlight];
-            var buffers = new byte[InFlight][];
+            _rt = rt;
+            _fe = BlockFrontend.Connect(rt);
             for (var i = 0; i < InFlight; i++)
             {
-                ops[i] = new BlockOperation();
-                buffers[i] = new byte[4096];
+                _ops[i] = new BlockOperation();
+                _buffers[i] = new byte[4096];
             }
-
-            var rng = new Random(7);
-            var pages = DiskBytes / 4096;
-            var sectorsPer4K = 4096 / fe.SectorSize;
-            Ready.Set();
-            while (true)
-            {
-                Go.Wait();
-                if (_stop)
-                {
-                    break;
-                }
-
-                try
-                {
-                    for (var i = 0; i < Reads; i++)
-                    {
-                        var k = i % InFlight;
-                        if (i >= InFlight)
-                        {
-                            fe.Wait(ops[k]);
-                        }
-
-                        fe.SubmitRead((long)rng.Next(pages) * sectorsPer4K, buffers[k], ops[k]);
-                    }
-
-                    fe.WaitAll(ops);
-                    for (var i = 0; i < Keys; i++)
-                    {
-                        var key = $"data/n{i}";
-                        var value = i.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                        if (rt.XenBus.Write(key, value) < 0 || rt.XenBus.Read(key, out var back) < 0 || back != value)
-                        {
-                            throw new InvalidOperationException($"XenStore key {key} did not read back as written");
-                        }
-                    }
-                }
-                catch (Exception e)
-                {
-                    Failure = e;
-                }
-
-                Done.Release();
-            }
-
-            fe.Dispose();
         }
+
+        protected override void Batch()
+        {
+            var pages = DiskBytes / 4096;
+            var sectorsPer4K = 4096 / _fe.SectorSize;
+            for (var i = 0; i < Reads; i++)
+            {
+                var k = i % InFlight;
+                if (i >= InFlight)
+                {
+                    _fe.Wait(_ops[k]);
+                }
+
+                _fe.SubmitRead((long)_rng.Next(pages) * sectorsPer4K, _buffers[k], _ops[k]);
+            }
+
+            _fe.WaitAll(_ops);
+            for (var i = 0; i < Keys; i++)
+            {
+                var key = $"data/n{i}";
+                var value = i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (_rt.XenBus.Write(key, value) < 0 || _rt.XenBus.Read(key, out var back) < 0 || back != value)
+                {
+                    throw new InvalidOperationException($"XenStore key {key} did not read back as written");
+                }
+            }
+        }
+
+        protected override void Disconnect() => _fe.Dispose();
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Threading.Channels;
 using BenchmarkDotNet.Attributes;
+using Paravirt.Benchmarks.Support;
 using Paravirt.Core.Backends.Network;
 using Paravirt.Core.Domains;
 using Paravirt.Guest;
@@ -55,13 +56,8 @@ public class NetworkBenchmarks
         _receive = new NetKernel(sending: false, _frame, new NetFrontendOptions { TxSlots = 16, RxBuffers = 256 });
         _receiver.Start(_receive);
         _sender.Start(_send);
-        foreach (var (k, d) in new[] { (_send, _sender), (_receive, _receiver) })
-        {
-            if (!k.Ready.Wait(TimeSpan.FromSeconds(30)))
-            {
-                throw new TimeoutException($"{d.Name} did not connect its vif within 30 s (domain {d.State}: {d.Exit?.Reason})");
-            }
-        }
+        _send.WaitReady(_sender, "connect its vif");
+        _receive.WaitReady(_receiver, "connect its vif");
 
         NetworkGuestToGuest(); // one warm batch proves the path works before measuring
     }
@@ -115,80 +111,38 @@ public class NetworkBenchmarks
     {
         _receive.Go.Release();
         _send.Go.Release();
-        foreach (var (k, d) in new[] { (_send, _sender), (_receive, _receiver) })
-        {
-            if (!k.Done.Wait(TimeSpan.FromSeconds(120)))
-            {
-                throw new TimeoutException($"{d.Name}'s batch did not finish within 120 s (domain {d.State}: {d.Exit?.Reason})");
-            }
-
-            if (k.Failure is { } e)
-            {
-                throw new InvalidOperationException($"{d.Name}'s batch failed", e);
-            }
-        }
+        _send.WaitBatch(_sender);
+        _receive.WaitBatch(_receiver);
     }
 
-    /// <summary>A guest that connects its netfront, then sends or receives <see cref="Frames"/> frames per <see cref="Go"/>.</summary>
-    private sealed class NetKernel(bool sending, byte[] frame, NetFrontendOptions options) : GuestKernel
+    /// <summary>A guest that connects its netfront, then sends or receives <see cref="Frames"/> frames per <see cref="BatchKernel.Go"/>.</summary>
+    private sealed class NetKernel(bool sending, byte[] frame, NetFrontendOptions options) : BatchKernel
     {
-        private volatile bool _stop;
+        private readonly byte[] _buffer = new byte[NetFrontend.MaxFrameBytes];
+        private NetFrontend _fe = null!;
 
-        public SemaphoreSlim Go { get; } = new(0);
+        protected override void Connect(GuestRuntime rt) => _fe = NetFrontend.Connect(rt, options);
 
-        public SemaphoreSlim Done { get; } = new(0);
-
-        public ManualResetEventSlim Ready { get; } = new();
-
-        public Exception? Failure { get; private set; }
-
-        public void Stop()
+        protected override void Batch()
         {
-            _stop = true;
-            Go.Release();
-        }
-
-        protected override void Run(GuestRuntime rt)
-        {
-            var fe = NetFrontend.Connect(rt, options);
-            var buffer = new byte[NetFrontend.MaxFrameBytes];
-            Ready.Set();
-            while (true)
+            for (var i = 0; i < Frames; i++)
             {
-                Go.Wait();
-                if (_stop)
+                if (sending)
                 {
-                    break;
+                    _fe.Send(frame);
                 }
-
-                try
+                else if (_fe.Receive(_buffer) != FrameBytes)
                 {
-                    for (var i = 0; i < Frames; i++)
-                    {
-                        if (sending)
-                        {
-                            fe.Send(frame);
-                        }
-                        else if (fe.Receive(buffer) != FrameBytes)
-                        {
-                            throw new InvalidOperationException($"frame {i} arrived with the wrong length");
-                        }
-                    }
-
-                    if (sending)
-                    {
-                        fe.Flush();
-                    }
+                    throw new InvalidOperationException($"frame {i} arrived with the wrong length");
                 }
-                catch (Exception e)
-                {
-                    Failure = e;
-                }
-
-                Done.Release();
             }
 
-            fe.Close();
+            if (sending)
+            {
+                _fe.Flush();
+            }
         }
+
+        protected override void Disconnect() => _fe.Close();
     }
 }
