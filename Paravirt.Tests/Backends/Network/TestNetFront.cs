@@ -50,42 +50,12 @@ public sealed class TestNetFront
     }
 
     /// <summary>Starts <paramref name="domain"/> running <paramref name="body"/>; the guest powers off when it returns. The task carries its failure, if any.</summary>
-    public static Task<Exception?> Start(Domain domain, Action<TestNetFront> body, uint devid = 0)
-    {
-        var failure = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
-        domain.Start(new DelegateKernel((cpu, si) =>
-        {
-            Exception? error = null;
-            try
-            {
-                body(new TestNetFront(new GuestContext(cpu, si), devid));
-            }
-            catch (Exception e) when (e.GetType().Name != "VcpuExitException")
-            {
-                error = e;
-            }
-            finally
-            {
-                failure.TrySetResult(error);
-            }
-
-            DomainLifecycleTests.ShutdownFrom(cpu, si, Sched.SHUTDOWN_poweroff);
-        }));
-        return failure.Task;
-    }
+    public static Task<Exception?> Start(Domain domain, Action<TestNetFront> body, uint devid = 0) =>
+        RawGuest.Start(domain, g => new TestNetFront(g, devid), body);
 
     /// <summary>Runs the body to its end (bounded) and rethrows what failed inside the guest.</summary>
-    public static async Task<DomainExit> RunAsync(Domain domain, Action<TestNetFront> body, uint devid = 0)
-    {
-        var failure = Start(domain, body, devid);
-        var exit = await domain.ExitWithinAsync();
-        if (failure.IsCompleted && await failure is { } e)
-        {
-            ExceptionDispatchInfo.Throw(e);
-        }
-
-        return exit;
-    }
+    public static Task<DomainExit> RunAsync(Domain domain, Action<TestNetFront> body, uint devid = 0) =>
+        RawGuest.RunAsync(domain, g => new TestNetFront(g, devid), body);
 
     public GuestContext G { get; }
 
