@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
+using System.Globalization;
 using System.Runtime.InteropServices;
+using System.Text;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Abi.Io;
 using Paravirt.Core.XenStore;
@@ -25,6 +27,7 @@ public sealed class GuestXenStore
 
     private readonly GuestContext g;
     private readonly ulong sharedInfo;
+    private readonly HashSet<string> watchedStates = [];
     private uint nextReq = 1;
 
     public GuestXenStore(GuestContext g)
@@ -165,5 +168,45 @@ public sealed class GuestXenStore
         }
 
         return bytes;
+    }
+
+    /// <summary>XS_READ of <paramref name="path"/>: the value, or null when the store answers with an error.</summary>
+    public string? ReadString(string path)
+    {
+        var m = Call(xsd_sockmsg_type.XS_READ, path);
+        return m.Kind == xsd_sockmsg_type.XS_ERROR ? null : Encoding.Latin1.GetString(m.Payload).TrimEnd('\0');
+    }
+
+    /// <summary>XS_WRITE of <paramref name="value"/> at <paramref name="path"/>; an error reply throws.</summary>
+    public void WriteString(string path, string value)
+    {
+        var m = Call(xsd_sockmsg_type.XS_WRITE, path, value);
+        if (m.Kind == xsd_sockmsg_type.XS_ERROR)
+        {
+            throw new InvalidOperationException($"write of {path} failed: {Encoding.Latin1.GetString(m.Payload)}");
+        }
+    }
+
+    /// <summary>
+    /// Waits (watch events, SCHEDOP_poll) until the XenBus state at <paramref name="path"/> satisfies
+    /// <paramref name="done"/>, and returns it. The path is watched the first time it is waited on.
+    /// </summary>
+    public XenbusState WaitForState(string path, Func<XenbusState, bool> done)
+    {
+        if (watchedStates.Add(path) && Call(xsd_sockmsg_type.XS_WATCH, path, "be-state").Kind == xsd_sockmsg_type.XS_ERROR)
+        {
+            throw new InvalidOperationException($"watch of {path} refused");
+        }
+
+        while (true)
+        {
+            var raw = ReadString(path);
+            if (raw is not null && int.TryParse(raw, CultureInfo.InvariantCulture, out var n) && done((XenbusState)n))
+            {
+                return (XenbusState)n;
+            }
+
+            NextEvent();
+        }
     }
 }

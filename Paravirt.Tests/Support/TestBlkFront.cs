@@ -32,7 +32,6 @@ public sealed class TestBlkFront
 
     private readonly GuestXenStore xs;
     private readonly ulong sharedInfo;
-    private readonly HashSet<string> watched = [];
     private uint reqProdPvt;
     private uint rspCons;
     private ulong nextId = 1;
@@ -77,45 +76,16 @@ public sealed class TestBlkFront
 
     // ---- XenStore ----
 
-    public string? Read(string path)
-    {
-        var m = xs.Call(xsd_sockmsg_type.XS_READ, path);
-        return m.Kind == xsd_sockmsg_type.XS_ERROR ? null : Encoding.Latin1.GetString(m.Payload).TrimEnd('\0');
-    }
+    public string? Read(string path) => xs.ReadString(path);
 
-    public void WriteFrontend(string key, string value)
-    {
-        var m = xs.Call(xsd_sockmsg_type.XS_WRITE, $"{FrontendPath}/{key}", value);
-        if (m.Kind == xsd_sockmsg_type.XS_ERROR)
-        {
-            throw new InvalidOperationException($"frontend write of {key} failed: {Encoding.Latin1.GetString(m.Payload)}");
-        }
-    }
+    public void WriteFrontend(string key, string value) => xs.WriteString($"{FrontendPath}/{key}", value);
 
     public string? ReadBackend(string key) => Read($"{BackendPath}/{key}");
 
     public void SwitchState(XenbusState s) => WriteFrontend("state", ((int)s).ToString(CultureInfo.InvariantCulture));
 
     /// <summary>Waits (watch events, SCHEDOP_poll) until the backend's state satisfies <paramref name="done"/>; returns it.</summary>
-    public XenbusState WaitBackend(Func<XenbusState, bool> done)
-    {
-        var path = BackendPath + "/state";
-        if (watched.Add(path) && xs.Call(xsd_sockmsg_type.XS_WATCH, path, "be-state").Kind == xsd_sockmsg_type.XS_ERROR)
-        {
-            throw new InvalidOperationException($"watch of {path} refused");
-        }
-
-        while (true)
-        {
-            var raw = Read(path);
-            if (raw is not null && int.TryParse(raw, CultureInfo.InvariantCulture, out var n) && done((XenbusState)n))
-            {
-                return (XenbusState)n;
-            }
-
-            xs.NextEvent();
-        }
-    }
+    public XenbusState WaitBackend(Func<XenbusState, bool> done) => xs.WaitForState(BackendPath + "/state", done);
 
     public void WaitBackend(XenbusState s) => WaitBackend(x => x == s);
 
