@@ -37,20 +37,9 @@ public sealed class XenBusBackendTests : IDisposable
 
         public static string Text(XsMessage m) => Encoding.Latin1.GetString(m.Payload).TrimEnd('\0');
 
-        public string? Read(string path)
-        {
-            var m = xs.Call(xsd_sockmsg_type.XS_READ, path);
-            return m.Kind == xsd_sockmsg_type.XS_ERROR ? null : Text(m);
-        }
+        public string? Read(string path) => xs.ReadString(path);
 
-        public void Write(string key, string value)
-        {
-            var m = xs.Call(xsd_sockmsg_type.XS_WRITE, $"{FrontendPath}/{key}", value);
-            if (m.Kind == xsd_sockmsg_type.XS_ERROR)
-            {
-                throw new InvalidOperationException($"frontend write of {key} failed: {Text(m)}");
-            }
-        }
+        public void Write(string key, string value) => xs.WriteString($"{FrontendPath}/{key}", value);
 
         public void SwitchState(XenbusState s) => Write("state", S(s));
 
