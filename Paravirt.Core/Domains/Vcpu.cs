@@ -48,6 +48,9 @@ public sealed class Vcpu
 
     public Domain Domain { get; }
 
+    /// <summary>Classic PV state (page-table bases, kernel/user mode, TLB flush requests); unused by managed vCPUs.</summary>
+    public PvVcpuState Pv { get; } = new();
+
     /// <summary>Whether the vCPU is up (vCPU 0 from start; others after <c>VCPUOP_up</c>): Xen's <c>!VPF_down</c>.</summary>
     public bool IsUp => !_down;
 

@@ -108,15 +108,13 @@ public sealed class FlatMemory : IGuestMemoryBus
         }
 
         var offset = (int)(pa & 7);
-        var mask = size == 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
-        value &= mask;
-        comparand &= mask;
         if (offset + size > 8)
         {
+            var mask = size == 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
             lock (_splitLock)
             {
                 TryRead(pa, size, out original);
-                if (original == comparand)
+                if (original == (comparand & mask))
                 {
                     TryWrite(pa, size, value);
                 }
@@ -126,23 +124,8 @@ public sealed class FlatMemory : IGuestMemoryBus
         }
 
         // SAFETY of the cast: the word index is in bounds (pa is, and the array length is a multiple of 8).
-        ref var word = ref Unsafe.As<byte, ulong>(ref _bytes[(int)(pa & ~7UL)]);
-        var shift = offset * 8;
-        while (true)
-        {
-            var old = Volatile.Read(ref word);
-            original = (old >> shift) & mask;
-            if (original != comparand)
-            {
-                return true;
-            }
-
-            var updated = (old & ~(mask << shift)) | (value << shift);
-            if (Interlocked.CompareExchange(ref word, updated, old) == old)
-            {
-                return true;
-            }
-        }
+        original = WordAtomics.CompareExchange(ref Unsafe.As<byte, ulong>(ref _bytes[(int)(pa & ~7UL)]), offset, size, value, comparand);
+        return true;
     }
 
     public bool TryCompareExchange16(ulong pa, UInt128 value, UInt128 comparand, out UInt128 original)
