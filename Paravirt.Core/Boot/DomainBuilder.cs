@@ -46,6 +46,39 @@ internal static class DomainBuilder
             throw new ArgumentException($"domain '{domain.Name}': {domain.Config.MemoryMiB} MiB is too small for the boot layout");
         }
 
+        SetUpCommon(domain, nrPages);
+        if (domain.IsTranslated)
+        {
+            p2mFrames = 0;
+        }
+        else
+        {
+            WriteP2mList(domain, P2mPfn, nrPages);
+        }
+
+        domain.StorePfn = XenstorePfn;
+        domain.ConsolePfn = ConsolePfn;
+        ZeroPage(domain, XenstorePfn);
+        ZeroPage(domain, ConsolePfn);
+        domain.StartInfoAddress = StartInfoPfn << MachineMemory.PageShift;
+        WriteStartInfo(domain, StartInfoPfn, new StartInfoLayout
+        {
+            NrPages = (ulong)nrPages,
+            PtBase = (P2mPfn + (ulong)p2mFrames) << MachineMemory.PageShift,
+            MfnList = domain.IsTranslated ? 0 : P2mPfn << MachineMemory.PageShift,
+            FirstP2mPfn = domain.IsTranslated ? 0 : P2mPfn,
+            NrP2mFrames = (ulong)p2mFrames,
+        });
+    }
+
+    /// <summary>
+    /// The steps every builder shares, as libxl/libxenguest do them before the layout: the domain's
+    /// RAM (pfn 0..nrPages-1, each frame's M2P entry set), its E820 map, shared_info (events masked,
+    /// the wallclock), the grant table, and the xenstore and console event channels (unbound, for
+    /// domain 0).
+    /// </summary>
+    internal static void SetUpCommon(Domain domain, long nrPages)
+    {
         AllocateRam(domain, nrPages);
         // libxl gives every PV guest one E820_RAM entry of maxmem (+ slack_memkb, 0 by default)
         // with xc_domain_set_memmap_limit; XENMEM_memory_map returns it.
@@ -54,15 +87,6 @@ internal static class DomainBuilder
         if (!domain.Grants.Initialise())
         {
             throw new InvalidOperationException($"domain '{domain.Name}': no machine frame left for its grant table");
-        }
-
-        if (domain.IsTranslated)
-        {
-            p2mFrames = 0;
-        }
-        else
-        {
-            WriteP2mList(domain, nrPages);
         }
 
         // As the toolstack's xc_evtchn_alloc_unbound(guest, remote 0): the store's port lives in the
@@ -84,8 +108,6 @@ internal static class DomainBuilder
         }
 
         domain.ConsoleEvtchn = (uint)consolePort;
-        ZeroConsolePage(domain);
-        WriteStartInfo(domain, nrPages, p2mFrames);
     }
 
     private static void AllocateRam(Domain domain, long nrPages)
@@ -142,7 +164,8 @@ internal static class DomainBuilder
         Volatile.Write(ref s.wc_version, v + 2);
     }
 
-    private static void WriteP2mList(Domain domain, long nrPages)
+    /// <summary>Writes the P→M list (one 8-byte MFN per pfn, libxenguest's p2m_guest) at pseudo-physical frame <paramref name="atPfn"/>.</summary>
+    internal static void WriteP2mList(Domain domain, ulong atPfn, long nrPages)
     {
         Span<ulong> chunk = stackalloc ulong[512];
         for (var pfn = 0L; pfn < nrPages; pfn += chunk.Length)
@@ -153,7 +176,7 @@ internal static class DomainBuilder
                 domain.PhysMap.TryLookup((ulong)(pfn + i), out chunk[i], out _);
             }
 
-            var address = (P2mPfn << MachineMemory.PageShift) + (ulong)pfn * 8;
+            var address = (atPfn << MachineMemory.PageShift) + (ulong)pfn * 8;
             if (!domain.Memory.TryWrite(address, MemoryMarshal.AsBytes(chunk[..n])))
             {
                 throw new InvalidOperationException("the P→M list does not fit in the domain's memory");
@@ -161,59 +184,84 @@ internal static class DomainBuilder
         }
     }
 
-    private static unsafe void WriteStartInfo(Domain domain, long nrPages, long p2mFrames)
+    /// <summary>The layout-dependent fields of start_info (xen.h); the rest comes from the domain.</summary>
+    internal readonly record struct StartInfoLayout
+    {
+        public ulong NrPages { get; init; }
+
+        public uint Flags { get; init; }
+
+        public ulong PtBase { get; init; }
+
+        public ulong NrPtFrames { get; init; }
+
+        public ulong MfnList { get; init; }
+
+        public ulong ModStart { get; init; }
+
+        public ulong ModLen { get; init; }
+
+        public ulong FirstP2mPfn { get; init; }
+
+        public ulong NrP2mFrames { get; init; }
+    }
+
+    /// <summary>
+    /// Writes start_info at <paramref name="pfn"/> (libxenguest's start_info_x86_64): the magic,
+    /// shared_info's machine address, the store and console frames (<see cref="Domain.StorePfn"/>,
+    /// <see cref="Domain.ConsolePfn"/>) and ports, the command line, and the layout's fields.
+    /// </summary>
+    internal static unsafe void WriteStartInfo(Domain domain, ulong pfn, in StartInfoLayout layout)
     {
         var si = default(start_info);
         Encoding.ASCII.GetBytes(Magic, new Span<byte>(si.magic, 32));
-        si.nr_pages = (ulong)nrPages;
+        si.nr_pages = layout.NrPages;
         si.shared_info = domain.SharedInfo!.Mfn << MachineMemory.PageShift;
-        si.flags = 0;
-        si.store_mfn = FrameOf(domain, XenstorePfn);
+        si.flags = layout.Flags;
+        si.store_mfn = FrameOf(domain, domain.StorePfn);
         si.store_evtchn = domain.StoreEvtchn;
-        si.console.domU.mfn = FrameOf(domain, ConsolePfn);
+        si.console.domU.mfn = FrameOf(domain, domain.ConsolePfn);
         si.console.domU.evtchn = domain.ConsoleEvtchn;
-        si.pt_base = (P2mPfn + (ulong)p2mFrames) << MachineMemory.PageShift;
-        si.nr_pt_frames = 0;
-        si.mfn_list = domain.IsTranslated ? 0 : P2mPfn << MachineMemory.PageShift;
-        si.mod_start = 0;
-        si.mod_len = 0;
+        si.pt_base = layout.PtBase;
+        si.nr_pt_frames = layout.NrPtFrames;
+        si.mfn_list = layout.MfnList;
+        si.mod_start = layout.ModStart;
+        si.mod_len = layout.ModLen;
         var cmd = Encoding.UTF8.GetBytes(domain.Config.CommandLine);
         cmd.CopyTo(new Span<byte>(si.cmd_line, Xen.MAX_GUEST_CMDLINE));
-        si.first_p2m_pfn = domain.IsTranslated ? 0 : P2mPfn;
-        si.nr_p2m_frames = (ulong)p2mFrames;
-
-        domain.StartInfoAddress = StartInfoPfn << MachineMemory.PageShift;
-        if (!domain.Memory.TryWrite(domain.StartInfoAddress, si))
+        si.first_p2m_pfn = layout.FirstP2mPfn;
+        si.nr_p2m_frames = layout.NrP2mFrames;
+        if (!domain.Memory.TryWrite(pfn << MachineMemory.PageShift, si))
         {
             throw new InvalidOperationException("start_info does not fit in the domain's memory");
         }
     }
 
     /// <summary>start_info.store_mfn: the store page's GFN (translated) or MFN (classic PV).</summary>
-    public static ulong StoreFrame(Domain domain) => FrameOf(domain, XenstorePfn);
+    public static ulong StoreFrame(Domain domain) => FrameOf(domain, domain.StorePfn);
 
     /// <summary>The machine frame of the store page.</summary>
-    public static ulong StoreMfn(Domain domain) => MfnOf(domain, XenstorePfn);
+    public static ulong StoreMfn(Domain domain) => MfnOf(domain, domain.StorePfn);
 
     /// <summary>start_info.console.domU.mfn: the console page's GFN (translated) or MFN (classic PV); XenStore's console/ring-ref.</summary>
-    public static ulong ConsoleFrame(Domain domain) => FrameOf(domain, ConsolePfn);
+    public static ulong ConsoleFrame(Domain domain) => FrameOf(domain, domain.ConsolePfn);
 
     /// <summary>The machine frame of the console page.</summary>
-    public static ulong ConsoleMfn(Domain domain) => MfnOf(domain, ConsolePfn);
+    public static ulong ConsoleMfn(Domain domain) => MfnOf(domain, domain.ConsolePfn);
 
-    /// <summary>An empty <c>xencons_interface</c>: both rings empty, all four indices 0.</summary>
-    private static void ZeroConsolePage(Domain domain)
+    /// <summary>Clears a page (an empty xenstore or console ring: every index 0), as xc_clear_domain_page does.</summary>
+    internal static void ZeroPage(Domain domain, ulong pfn)
     {
-        if (!domain.Memory.TryWrite(ConsolePfn << MachineMemory.PageShift, default(Abi.Io.xencons_interface)))
+        if (!domain.Memory.TryClear(pfn << MachineMemory.PageShift, MachineMemory.PageSize))
         {
-            throw new InvalidOperationException("the console page does not fit in the domain's memory");
+            throw new InvalidOperationException($"page {pfn} does not fit in the domain's memory");
         }
     }
 
     /// <summary>What start_info names a page by: its GFN in a translated domain, its MFN in a classic PV one.</summary>
-    private static ulong FrameOf(Domain domain, ulong pfn) => domain.IsTranslated ? pfn : MfnOf(domain, pfn);
+    internal static ulong FrameOf(Domain domain, ulong pfn) => domain.IsTranslated ? pfn : MfnOf(domain, pfn);
 
-    private static ulong MfnOf(Domain domain, ulong pfn)
+    internal static ulong MfnOf(Domain domain, ulong pfn)
     {
         domain.PhysMap.TryLookup(pfn, out var mfn, out _);
         return mfn;

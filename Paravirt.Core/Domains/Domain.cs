@@ -269,6 +269,11 @@ public sealed class Domain
     /// <summary>The guest's console port (start_info.console.domU.evtchn), allocated by the builder for domain 0.</summary>
     internal uint ConsoleEvtchn { get; set; }
 
+    /// <summary>The pseudo-physical frames of the xenstore and console ring pages, where the domain builder put them.</summary>
+    internal ulong StorePfn { get; set; }
+
+    internal ulong ConsolePfn { get; set; }
+
     /// <summary>vCPU threads that did not leave guest code when the domain was destroyed.</summary>
     internal int StuckVcpuThreads { get; private set; }
 

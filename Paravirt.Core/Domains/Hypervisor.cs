@@ -118,6 +118,29 @@ public sealed class Hypervisor : IDisposable
     public Domain CreateDomain(DomainConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
+        return Create(config, DomainBuilder.Build);
+    }
+
+    /// <summary>
+    /// Creates a classic PV domain (<see cref="DomainConfig.AutoTranslated"/> forced false) for a 64-bit
+    /// PV kernel image (ELF with Xen notes) and an optional ramdisk, laid out as Xen's toolstack does
+    /// (docs/boot.md). The kernel is checked before anything is allocated. vCPU 0 is not started:
+    /// <see cref="PvKernelStart.Start"/> does that with the returned <see cref="PvBootImage"/>.
+    /// </summary>
+    /// <exception cref="FormatException">The image is not well-formed ELF (<see cref="Boot.Elf.ElfFormatException"/>) or not a bootable PV kernel (<see cref="PvKernelException"/>).</exception>
+    /// <exception cref="ArgumentException">The configuration is invalid, or its memory is too small for the kernel's layout.</exception>
+    public (Domain Domain, PvBootImage Boot) CreatePvDomain(DomainConfig config, ReadOnlySpan<byte> kernel, ReadOnlySpan<byte> ramdisk = default)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var image = PvKernel.Parse(kernel);
+        var initrd = ramdisk.ToArray();
+        PvBootImage? boot = null;
+        var domain = Create(config with { AutoTranslated = false }, d => boot = PvDomainBuilder.Build(d, image, initrd));
+        return (domain, boot!);
+    }
+
+    private Domain Create(DomainConfig config, Action<Domain> build)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
         Validate(config);
         Domain domain;
@@ -147,7 +170,7 @@ public sealed class Hypervisor : IDisposable
 
         try
         {
-            DomainBuilder.Build(domain);
+            build(domain);
             XenStore.Introduce(domain, DomainBuilder.StoreFrame(domain), DomainBuilder.StoreMfn(domain), domain.StoreEvtchn);
             Backends.Console.ConsoleBackend.Start(domain, DomainBuilder.ConsoleFrame(domain), DomainBuilder.ConsoleMfn(domain), domain.ConsoleEvtchn);
         }
