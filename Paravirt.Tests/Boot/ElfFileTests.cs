@@ -175,7 +175,7 @@ public sealed class ElfFileTests
         { "note-name", "its 4-byte name is not NUL-terminated" },
         { "note-header", "truncated note header at file offset" },
         { "xen-string", "Xen note GUEST_OS (6) at file offset" },
-        { "xen-number", "its descriptor is 3 bytes; elfnote.h numeric notes are 4 or 8 bytes" },
+        { "xen-number", "its descriptor is 3 bytes; expected 4 or 8 bytes" },
         { "xen-pairs", "its descriptor is 8 bytes; expected a multiple of 16" },
     };
 

@@ -307,7 +307,7 @@ public sealed class XenElfNotes
                     2 => BinaryPrimitives.ReadUInt16LittleEndian(d),
                     4 => BinaryPrimitives.ReadUInt32LittleEndian(d),
                     8 => BinaryPrimitives.ReadUInt64LittleEndian(d),
-                    _ => throw new ElfFormatException($"{where}: its descriptor is {d.Length} bytes; elfnote.h numeric notes are 4 or 8 bytes (Xen also reads 1 and 2)"),
+                    _ => throw new ElfFormatException($"{where}: its descriptor is {d.Length} bytes; expected 4 or 8 bytes, as elfnote.h's numeric notes are (Xen also reads 1 and 2)"),
                 };
                 return new XenNote(n.Type, name, kind, null, value, n.Descriptor);
             case XenNoteKind.MaskValuePairs:
