@@ -12,7 +12,7 @@ internal static class ExitCodes
     /// <summary>The config file cannot be read or has an error (FILE:LINE on stderr).</summary>
     public const int Config = 2;
 
-    /// <summary>Valid configuration this build cannot honour yet: a PV kernel image, a qcow2 disk …</summary>
+    /// <summary>Valid configuration this build cannot honour yet: a qcow2 disk …, or a PV kernel while no PV CPU engine is wired in.</summary>
     public const int NotSupported = 3;
 
     /// <summary>The domain crashed (its last end, after any restarts).</summary>
@@ -29,6 +29,9 @@ internal static class ExitCodes
 
     /// <summary>demo: a check failed (the failing check line says why).</summary>
     public const int CheckFailed = 8;
+
+    /// <summary>run: the kernel image is not a bootable 64-bit PV kernel (not ELF, bad Xen notes, required features a PV domU lacks).</summary>
+    public const int BadKernel = 9;
 
     /// <summary>Interrupted by SIGINT or SIGTERM before the domain ended; the domain was destroyed.</summary>
     public const int Interrupted = 130;

@@ -7,6 +7,7 @@ using Paravirt.Cli.Host;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Backends.Block;
 using Paravirt.Core.Backends.Network;
+using Paravirt.Core.Boot;
 using Paravirt.Core.Domains;
 
 namespace Paravirt.Cli;
@@ -21,26 +22,82 @@ internal static class RunCommand
 {
     public const int DefaultMaxRestarts = 10;
 
-    /// <summary>What <c>run</c> was asked to do.</summary>
+    /// <summary>What <c>run</c> was asked to do: a config file, or a PV kernel given on the command line.</summary>
     /// <param name="HypervisorCreated">Called with the hypervisor before the domain is created (tests plug a host port into its switches).</param>
-    internal sealed record Options(string ConfigPath, string? RuntimeDirectory = null, int MaxRestarts = DefaultMaxRestarts, Action<Hypervisor>? HypervisorCreated = null);
+    internal sealed record Options(string? ConfigPath, string? RuntimeDirectory = null, int MaxRestarts = DefaultMaxRestarts, Action<Hypervisor>? HypervisorCreated = null)
+    {
+        /// <summary><c>--kernel FILE</c>: a PV kernel image instead of a config file.</summary>
+        public string? Kernel { get; init; }
+
+        public int? MemoryMiB { get; init; }
+
+        public IReadOnlyList<string> Disks { get; init; } = [];
+
+        public string? CommandLine { get; init; }
+
+        public string? Ramdisk { get; init; }
+
+        public string? Name { get; init; }
+    }
 
     public static Command Create(Func<Stream> stdin)
     {
-        var config = new Argument<string>("CONFIG") { Description = "An xl.cfg-style domain configuration file (docs/cli.md)" };
+        var config = new Argument<string?>("CONFIG") { Description = "An xl.cfg-style domain configuration file (docs/cli.md); or give --kernel instead", Arity = ArgumentArity.ZeroOrOne };
         var runtimeDir = new Option<string?>("--runtime-dir") { Description = "Where to put the control socket (default: $PARAVIRT_RUNTIME_DIR, $XDG_RUNTIME_DIR/paravirt or /tmp/paravirt-UID)" };
         var maxRestarts = new Option<int>("--max-restarts") { Description = "Restarts allowed by on_reboot/on_crash = restart before the domain is destroyed instead", DefaultValueFactory = _ => DefaultMaxRestarts };
+        var kernel = new Option<string?>("--kernel") { Description = "Boot this 64-bit PV kernel image (ELF with Xen notes, e.g. /usr/lib/grub-xen/grub-x86_64-xen.bin) without a config file" };
+        var memory = new Option<int?>("--memory") { Description = "With --kernel: memory in MiB (default 128)" };
+        var disk = new Option<string[]>("--disk") { Description = "With --kernel: a raw disk image (xvda, then xvdb … when repeated), or an xl disk spec", AllowMultipleArgumentsPerToken = false };
+        var cmdline = new Option<string?>("--cmdline") { Description = "With --kernel: the kernel command line (start_info.cmd_line)" };
+        var ramdisk = new Option<string?>("--ramdisk") { Description = "With --kernel: the initial ramdisk (start_info.mod_start/mod_len)" };
+        var name = new Option<string?>("--name") { Description = "With --kernel: the domain's name (default: the kernel file's name)" };
         var command = new Command(
             "run",
-            "Boot the domain a config file describes (kernel = \"managed:NAME\"), with its console on stdin/stdout, until it ends; "
-            + "then print the domain table. Exit codes: 0 powered off; 1 bad command line; 2 config error (FILE:LINE on stderr); "
-            + "3 not supported in this build (PV kernel image, non-raw disk); 4 crashed; 5 rebooted and not restarted; "
-            + "6 the host could not set the domain up; 7 other shutdown (suspend, watchdog); 130 interrupted (SIGINT/SIGTERM).");
+            "Boot the domain a config file describes (kernel = \"managed:NAME\" or a PV kernel image), or a PV kernel given with --kernel, "
+            + "with its console on stdin/stdout, until it ends; then print the domain table. Exit codes: 0 powered off; 1 bad command line; "
+            + "2 config error (FILE:LINE on stderr); 3 not supported in this build (non-raw disk; a PV kernel while no PV CPU engine is wired in); "
+            + "4 crashed; 5 rebooted and not restarted; 6 the host could not set the domain up; 7 other shutdown (suspend, watchdog); "
+            + "9 not a bootable PV kernel image; 130 interrupted (SIGINT/SIGTERM).");
         command.Arguments.Add(config);
         command.Options.Add(runtimeDir);
         command.Options.Add(maxRestarts);
+        command.Options.Add(kernel);
+        command.Options.Add(memory);
+        command.Options.Add(disk);
+        command.Options.Add(cmdline);
+        command.Options.Add(ramdisk);
+        command.Options.Add(name);
+        command.Validators.Add(result =>
+        {
+            var hasConfig = result.GetValue(config) is not null;
+            var hasKernel = result.GetValue(kernel) is not null;
+            if (hasConfig == hasKernel)
+            {
+                result.AddError(hasConfig
+                    ? "give either CONFIG or --kernel FILE, not both"
+                    : "nothing to run: expected CONFIG (an xl.cfg-style file) or --kernel FILE (a PV kernel image)");
+            }
+            else if (hasConfig)
+            {
+                foreach (var o in new Option[] { memory, disk, cmdline, ramdisk, name })
+                {
+                    if (result.GetResult(o) is { Implicit: false })
+                    {
+                        result.AddError($"{o.Name} goes with --kernel; with a CONFIG file, set it in the file");
+                    }
+                }
+            }
+        });
         command.SetAction((parse, ct) => RunAsync(
-            new Options(parse.GetValue(config)!, parse.GetValue(runtimeDir), parse.GetValue(maxRestarts)),
+            new Options(parse.GetValue(config), parse.GetValue(runtimeDir), parse.GetValue(maxRestarts))
+            {
+                Kernel = parse.GetValue(kernel),
+                MemoryMiB = parse.GetValue(memory),
+                Disks = parse.GetValue(disk) ?? [],
+                CommandLine = parse.GetValue(cmdline),
+                Ramdisk = parse.GetValue(ramdisk),
+                Name = parse.GetValue(name),
+            },
             parse.InvocationConfiguration.Output,
             parse.InvocationConfiguration.Error,
             stdin(),
@@ -55,7 +112,9 @@ internal static class RunCommand
         DomainSpec spec;
         try
         {
-            spec = DomainSpec.Load(options.ConfigPath);
+            spec = options.Kernel is { } kernelPath
+                ? DomainSpec.ForKernel(kernelPath, options.MemoryMiB, options.Disks, options.CommandLine, options.Ramdisk, options.Name, Directory.GetCurrentDirectory())
+                : DomainSpec.Load(options.ConfigPath ?? throw new ArgumentException("run needs a config file or a kernel", nameof(options)));
         }
         catch (ConfigException e)
         {
@@ -70,14 +129,14 @@ internal static class RunCommand
 
         if (spec.Kernel is ImageKernel image)
         {
-            if (!File.Exists(image.ImagePath))
+            foreach (var (what, path) in new[] { ("kernel", image.ImagePath), ("ramdisk", spec.Ramdisk) })
             {
-                await error.WriteLineAsync($"paravirt run: {spec.File}:{spec.KernelLine}: kernel {image.ImagePath} does not exist; expected \"managed:NAME\" or a kernel image path").ConfigureAwait(false);
-                return ExitCodes.Config;
+                if (path is not null && !File.Exists(path))
+                {
+                    await error.WriteLineAsync($"paravirt run: {Where(spec)}{what} {path} does not exist; expected {(what == "kernel" ? "\"managed:NAME\" or a PV kernel image path" : "the ramdisk file")}").ConfigureAwait(false);
+                    return ExitCodes.Config;
+                }
             }
-
-            await error.WriteLineAsync($"paravirt run: {spec.File}:{spec.KernelLine}: {NotSupportedMessage(image)}").ConfigureAwait(false);
-            return ExitCodes.NotSupported;
         }
 
         using var signalled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -121,9 +180,8 @@ internal static class RunCommand
     internal static MacAddress GeneratedMac(int domainId, int devId) =>
         MacAddress.FromValue(0x0016_3E00_0000UL | ((ulong)(domainId & 0xFFFF) << 8) | (byte)devId);
 
-    internal static string NotSupportedMessage(ImageKernel image) =>
-        $"booting a PV kernel image ({image.ImagePath}) is not supported yet: it needs the x86-64 interpreter (a later issue); "
-        + "expected kernel = \"managed:NAME\" (built-in: " + string.Join(", ", Guests.ManagedGuests.All.Select(g => g.Name)) + ") or \"managed:PATH.dll:Namespace.Type\"";
+    /// <summary>"FILE:LINE: " of the kernel line, or "" for --kernel.</summary>
+    private static string Where(DomainSpec spec) => spec.File == DomainSpec.CommandLineSource ? "" : $"{spec.File}:{spec.KernelLine}: ";
 
     /// <summary>One <c>run</c>: boots, restarts, and the end.</summary>
     private sealed class Session(DomainSpec spec, Hypervisor hv, TextWriter output, TextWriter error, int maxRestarts)
@@ -136,11 +194,11 @@ internal static class RunCommand
             var restarts = 0;
             while (true)
             {
-                var (dom, disks, setupError) = await BootAsync().ConfigureAwait(false);
+                var (dom, disks, setupError, setupCode) = await BootAsync().ConfigureAwait(false);
                 if (dom is null)
                 {
                     await error.WriteLineAsync($"paravirt run: {setupError}").ConfigureAwait(false);
-                    return ExitCodes.SetupFailed;
+                    return setupCode;
                 }
 
                 var console = PumpConsoleAsync(dom, output);
@@ -216,26 +274,56 @@ internal static class RunCommand
             : exit.ShutdownCode == Sched.SHUTDOWN_poweroff ? "on_poweroff"
             : "action";
 
-        private async Task<(Domain? Domain, List<IAsyncDisposable> Disks, string Error)> BootAsync()
+        private async Task<(Domain? Domain, List<IAsyncDisposable> Disks, string Error, int Code)> BootAsync()
         {
-            Core.Cpu.ManagedKernel kernel;
-            try
-            {
-                kernel = spec.Kernel.Create();
-            }
-            catch (KernelLoadException e)
-            {
-                return (null, [], $"{spec.File}:{spec.KernelLine}: {e.Message}");
-            }
-
+            Core.Cpu.ManagedKernel? kernel = null;
             Domain dom;
-            try
+            PvBootImage? boot = null;
+            if (spec.Kernel is ImageKernel image)
             {
-                dom = hv.CreateDomain(spec.ToDomainConfig());
+                byte[] kernelBytes, ramdiskBytes;
+                try
+                {
+                    kernelBytes = await File.ReadAllBytesAsync(image.ImagePath).ConfigureAwait(false);
+                    ramdiskBytes = spec.Ramdisk is null ? [] : await File.ReadAllBytesAsync(spec.Ramdisk).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    return (null, [], $"{Where(spec)}cannot read the kernel or ramdisk: {e.Message}", ExitCodes.SetupFailed);
+                }
+
+                try
+                {
+                    (dom, boot) = hv.CreatePvDomain(spec.ToDomainConfig(), kernelBytes, ramdiskBytes);
+                }
+                catch (FormatException e)
+                {
+                    return (null, [], $"{Where(spec)}kernel {image.ImagePath} is not a bootable 64-bit PV kernel: {e.Message}", ExitCodes.BadKernel);
+                }
+                catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+                {
+                    return (null, [], $"{spec.File}: cannot create domain {spec.Name}: {e.Message}", ExitCodes.SetupFailed);
+                }
             }
-            catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+            else
             {
-                return (null, [], $"{spec.File}: cannot create domain {spec.Name}: {e.Message}");
+                try
+                {
+                    kernel = spec.Kernel.Create();
+                }
+                catch (KernelLoadException e)
+                {
+                    return (null, [], $"{spec.File}:{spec.KernelLine}: {e.Message}", ExitCodes.SetupFailed);
+                }
+
+                try
+                {
+                    dom = hv.CreateDomain(spec.ToDomainConfig());
+                }
+                catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+                {
+                    return (null, [], $"{spec.File}: cannot create domain {spec.Name}: {e.Message}", ExitCodes.SetupFailed);
+                }
             }
 
             var disks = new List<IAsyncDisposable>();
@@ -250,7 +338,7 @@ internal static class RunCommand
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException)
                 {
                     await DestroyAsync(dom, disks, Task.CompletedTask).ConfigureAwait(false);
-                    return (null, [], $"{spec.File}:{d.Line}: disk {d.Spec.Vdev}: cannot open {d.Spec.Target}: {e.Message}");
+                    return (null, [], $"{(d.Line > 0 ? $"{spec.File}:{d.Line}" : "--disk")}: disk {d.Spec.Vdev}: cannot open {d.Spec.Target}: {e.Message}", ExitCodes.SetupFailed);
                 }
             }
 
@@ -273,7 +361,7 @@ internal static class RunCommand
                 catch (Exception e) when (e is ArgumentException or InvalidOperationException)
                 {
                     await DestroyAsync(dom, disks, Task.CompletedTask).ConfigureAwait(false);
-                    return (null, [], $"{spec.File}:{v.Line}: vif {i}: cannot attach to bridge {v.Spec.Bridge}: {e.Message}");
+                    return (null, [], $"{spec.File}:{v.Line}: vif {i}: cannot attach to bridge {v.Spec.Bridge}: {e.Message}", ExitCodes.SetupFailed);
                 }
 
                 vifs.Add($"vif {i} {mac} on {v.Spec.Bridge}{(v.Spec.Rate is { } r ? string.Create(CultureInfo.InvariantCulture, $" at {r.BytesPerSecond} B/s per {r.IntervalMicroseconds} us") : "")}");
@@ -284,8 +372,27 @@ internal static class RunCommand
                 $"paravirt: domain {dom.Id} ({dom.Name}) starting: {spec.Kernel}, {spec.MemoryMiB} MiB, {spec.Vcpus} vCPU(s), {diskCount} disk(s){(vifs.Count > 0 ? ", " + string.Join(", ", vifs) : "")}")).ConfigureAwait(false);
             _current = dom;
             _firstBoot.TrySetResult();
-            dom.Start(kernel);
-            return (dom, disks, "");
+            if (boot is not null)
+            {
+                await error.WriteLineAsync(string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"paravirt: PV layout: entry 0x{boot.Entry:x}, start_info 0x{boot.StartInfo:x}, stack 0x{boot.StackPointer:x}, {boot.PageTables.Count} page-table frames at 0x{boot.PageTableBase:x} (L4 mfn 0x{boot.L4Mfn:x}), mapped [0x{boot.VirtBase:x}, 0x{boot.VirtEnd:x})")).ConfigureAwait(false);
+                try
+                {
+                    PvKernelStart.Start(dom, boot);
+                }
+                catch (NotSupportedException e)
+                {
+                    await DestroyAsync(dom, disks, Task.CompletedTask).ConfigureAwait(false);
+                    return (null, [], $"{Where(spec)}kernel {((ImageKernel)spec.Kernel).ImagePath}: {e.Message}", ExitCodes.NotSupported);
+                }
+            }
+            else
+            {
+                dom.Start(kernel!);
+            }
+
+            return (dom, disks, "", ExitCodes.Ok);
         }
 
         private static async Task DestroyAsync(Domain dom, List<IAsyncDisposable> disks, Task console)

@@ -47,6 +47,9 @@ internal sealed record DomainSpec
 
     public string CommandLine { get; init; } = "";
 
+    /// <summary>The ramdisk (initrd) file of a PV kernel image (<c>ramdisk = "FILE"</c>, <c>--ramdisk</c>), or null.</summary>
+    public string? Ramdisk { get; init; }
+
     public IReadOnlyList<DiskEntry> Disks { get; init; } = [];
 
     public IReadOnlyList<VifEntry> Vifs { get; init; } = [];
@@ -69,6 +72,80 @@ internal sealed record DomainSpec
         Vcpus = Vcpus,
         CommandLine = CommandLine,
     };
+
+    /// <summary>The name <c>run --kernel</c> shows in place of a config file in its messages.</summary>
+    public const string CommandLineSource = "command line";
+
+    /// <summary>
+    /// The domain <c>paravirt run --kernel FILE [--memory MiB] [--disk IMG]… [--cmdline TEXT] [--ramdisk FILE]</c>
+    /// describes: named after the kernel file (or <paramref name="name"/>); each <c>--disk</c> is an
+    /// image path (served raw, read-write, as xvda, xvdb … in order) or a full xl disk spec.
+    /// </summary>
+    /// <exception cref="ConfigException">A value is invalid (the message names the option).</exception>
+    public static DomainSpec ForKernel(string kernel, int? memoryMiB, IReadOnlyList<string> disks, string? cmdline, string? ramdisk, string? name, string baseDirectory)
+    {
+        const string file = CommandLineSource;
+        if (string.IsNullOrEmpty(kernel))
+        {
+            throw new ConfigException(file, 0, "--kernel is empty", "--kernel FILE, a PV kernel image");
+        }
+
+        name ??= Path.GetFileNameWithoutExtension(kernel);
+        if (name.Length == 0 || name.Any(c => char.IsControl(c) || c == '/'))
+        {
+            throw new ConfigException(file, 0, $"--name \"{name}\" is empty or has '/' or control characters", "a domain name such as \"web1\"");
+        }
+
+        if (memoryMiB is { } m && (m < 1 || m > 1 << 20))
+        {
+            throw new ConfigException(file, 0, $"--memory {m} is out of range", $"1 to {1 << 20} MiB");
+        }
+
+        var entries = new List<DiskEntry>();
+        for (var i = 0; i < disks.Count; i++)
+        {
+            var d = disks[i];
+            var text = d.Contains(',', StringComparison.Ordinal) || d.Contains('=', StringComparison.Ordinal)
+                ? d
+                : $"format=raw, vdev=xvd{(char)('a' + i)}, access=rw, target={d}";
+            try
+            {
+                var disk = DiskSpec.Parse(text);
+                disk = disk with { Target = Path.GetFullPath(disk.Target, baseDirectory) };
+                if (entries.Any(e => e.Spec.Vdev == disk.Vdev))
+                {
+                    throw new ConfigException(file, 0, $"--disk '{d}': vdev {disk.Vdev} is used twice", "one disk per vdev");
+                }
+
+                entries.Add(new DiskEntry(disk, 0));
+            }
+            catch (FormatException e)
+            {
+                throw new ConfigException(file, 0, $"--disk '{d}': {e.Message}", "an image path or an xl disk spec");
+            }
+            catch (NotSupportedException e)
+            {
+                throw new ConfigException(file, 0, $"--disk '{d}': {e.Message}", "a raw image", notSupported: true);
+            }
+        }
+
+        cmdline ??= "";
+        if (System.Text.Encoding.UTF8.GetByteCount(cmdline) >= Core.Abi.Xen.MAX_GUEST_CMDLINE)
+        {
+            throw new ConfigException(file, 0, $"--cmdline is {System.Text.Encoding.UTF8.GetByteCount(cmdline)} bytes", $"fewer than {Core.Abi.Xen.MAX_GUEST_CMDLINE} (start_info.cmd_line)");
+        }
+
+        return new DomainSpec
+        {
+            File = file,
+            Name = name,
+            Kernel = new ImageKernel(Path.GetFullPath(kernel, baseDirectory)),
+            MemoryMiB = memoryMiB ?? 128,
+            CommandLine = cmdline,
+            Ramdisk = ramdisk is null ? null : Path.GetFullPath(ramdisk, baseDirectory),
+            Disks = entries,
+        };
+    }
 
     /// <summary>Reads and parses a config file.</summary>
     /// <exception cref="ConfigException">The file cannot be read or is not a valid configuration.</exception>
@@ -96,7 +173,8 @@ internal sealed record DomainSpec
         KernelSpec? kernel = null;
         int kernelLine = 0, memory = 128, vcpus = 1;
         int? maxmem = null;
-        string? cmdline = null, extra = null, root = null;
+        string? cmdline = null, extra = null, root = null, ramdisk = null;
+        var ramdiskLine = 0;
         var disks = new List<DiskEntry>();
         var vifs = new List<VifEntry>();
         var on = new Dictionary<string, LifecycleAction>();
@@ -149,6 +227,16 @@ internal sealed record DomainSpec
                     break;
                 case "root":
                     root = String(s);
+                    break;
+                case "ramdisk":
+                    ramdisk = String(s);
+                    ramdiskLine = s.Line;
+                    if (ramdisk.Length == 0)
+                    {
+                        throw Error(s, "ramdisk is empty", "ramdisk = \"FILE\", the initrd of a PV kernel image");
+                    }
+
+                    ramdisk = Path.GetFullPath(ramdisk, baseDirectory);
                     break;
                 case "disk":
                     foreach (var item in Strings(s))
@@ -219,6 +307,11 @@ internal sealed record DomainSpec
             throw new ConfigException(file, 0, "there is no kernel", "a line kernel = \"managed:NAME\" (built-in managed guests: " + string.Join(", ", Guests.ManagedGuests.All.Select(g => g.Name)) + ")");
         }
 
+        if (ramdisk is not null && kernel is not ImageKernel)
+        {
+            throw new ConfigException(file, ramdiskLine, "a ramdisk is given for a managed guest", "ramdisk only with kernel = \"FILE\", a PV kernel image");
+        }
+
         if (maxmem is { } max && max < memory)
         {
             var line = settings.First(s => s.Key == "maxmem").Line;
@@ -243,6 +336,7 @@ internal sealed record DomainSpec
             MaxMemoryMiB = maxmem,
             Vcpus = vcpus,
             CommandLine = commandLine,
+            Ramdisk = ramdisk,
             Disks = disks,
             Vifs = vifs,
             OnPoweroff = on.GetValueOrDefault("on_poweroff", LifecycleAction.Destroy),

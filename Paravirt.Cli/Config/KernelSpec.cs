@@ -9,8 +9,9 @@ namespace Paravirt.Cli.Config;
 /// guests (<see cref="ManagedGuests"/>); <c>managed:PATH.dll:Namespace.Type</c> is a user's guest
 /// kernel, a public class with a public parameterless constructor deriving from
 /// <c>Paravirt.Guest.GuestKernel</c> (or <c>Paravirt.Core.Cpu.ManagedKernel</c>) in an assembly built
-/// against the same Paravirt packages; anything else is the path of a PV kernel image (ELF), which
-/// needs the x86-64 interpreter of a later issue.
+/// against the same Paravirt packages; anything else is the path of a PV kernel image (ELF with Xen
+/// notes), built by the ELF domain builder (<c>Hypervisor.CreatePvDomain</c>) and started through
+/// <c>PvKernelStart</c>.
 /// </summary>
 internal abstract record KernelSpec
 {
@@ -103,10 +104,10 @@ internal sealed record AssemblyKernel(string AssemblyPath, string TypeName) : Ke
     public override string ToString() => $"{ManagedPrefix}{AssemblyPath}:{TypeName}";
 }
 
-/// <summary>A PV kernel image (ELF): booting it needs the x86-64 interpreter, not in this build.</summary>
+/// <summary>A PV kernel image (ELF with Xen notes): not a managed kernel, so <c>run</c> builds it with the ELF domain builder instead.</summary>
 internal sealed record ImageKernel(string ImagePath) : KernelSpec
 {
-    public override ManagedKernel Create() => throw new NotSupportedException(RunCommand.NotSupportedMessage(this));
+    public override ManagedKernel Create() => throw new NotSupportedException($"{ImagePath} is a PV kernel image, not a managed guest; it is built with Hypervisor.CreatePvDomain");
 
     public override string ToString() => ImagePath;
 }

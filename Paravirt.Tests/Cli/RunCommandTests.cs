@@ -197,13 +197,13 @@ public sealed class RunCommandTests : IDisposable
     }
 
     [Fact]
-    public async Task A_Pv_Kernel_Image_And_A_Qcow2_Disk_Exit_3_Not_Supported_Yet()
+    public async Task A_Broken_Kernel_Image_Exits_9_And_A_Qcow2_Disk_Exits_3_Not_Supported()
     {
         var image = Path.Combine(dir, "vmlinuz");
         await File.WriteAllBytesAsync(image, [0x7f, (byte)'E', (byte)'L', (byte)'F'], TestContext.Current.CancellationToken);
         var elf = await Run(Config($"name='x'\n\nkernel='{image}'\n", "elf.cfg"));
-        elf.Exit.Should().Be(ExitCodes.NotSupported).And.Be(3);
-        elf.Err.Should().Contain("elf.cfg:3: booting a PV kernel image").And.Contain("is not supported yet: it needs the x86-64 interpreter");
+        elf.Exit.Should().Be(ExitCodes.BadKernel).And.Be(9);
+        elf.Err.Should().Contain($"elf.cfg:3: kernel {image} is not a bootable 64-bit PV kernel: truncated ELF identification: the file is 4 bytes");
 
         var qcow = await Run(Config("name='x'\nkernel='managed:hello'\ndisk = [ 'format=qcow2, vdev=xvda, target=a.qcow2' ]\n", "q.cfg"));
         qcow.Exit.Should().Be(3);

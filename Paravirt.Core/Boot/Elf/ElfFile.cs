@@ -113,10 +113,15 @@ public sealed class ElfFile
     private static ElfHeader ReadHeader(ReadOnlySpan<byte> f, out ElfSection? section0)
     {
         section0 = null;
-        if (f.Length < Elf64.EI_NIDENT || f[0] != 0x7f || f[1] != (byte)'E' || f[2] != (byte)'L' || f[3] != (byte)'F')
+        if (f.Length < 4 || f[0] != 0x7f || f[1] != (byte)'E' || f[2] != (byte)'L' || f[3] != (byte)'F')
         {
             var seen = Convert.ToHexString(f.Slice(0, Math.Min(4, f.Length)));
             throw new ElfFormatException($"not an ELF file: it starts with bytes {(seen.Length == 0 ? "(none, the file is empty)" : seen)}; expected the ELF magic 7F454C46 (\\x7fELF)");
+        }
+
+        if (f.Length < Elf64.EI_NIDENT)
+        {
+            throw new ElfFormatException($"truncated ELF identification: the file is {f.Length} bytes after the magic 7F454C46; expected at least the {Elf64.EI_NIDENT}-byte e_ident and a 64-byte Elf64_Ehdr");
         }
 
         if (f[Elf64.EI_CLASS] != Elf64.ELFCLASS64)

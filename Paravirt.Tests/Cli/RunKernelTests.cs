@@ -1,0 +1,125 @@
+using Paravirt.Cli;
+using Paravirt.Cli.Config;
+using Paravirt.Core.Boot;
+using Paravirt.Tests.Boot;
+using Paravirt.Tests.Support;
+
+namespace Paravirt.Tests.Cli;
+
+/// <summary><c>paravirt run --kernel FILE</c> and <c>kernel = "FILE"</c>: a PV kernel image built by the ELF domain builder.</summary>
+public sealed class RunKernelTests : IDisposable
+{
+    private readonly string dir = Directory.CreateTempSubdirectory("pv-runk-").FullName;
+
+    public void Dispose() => Directory.Delete(dir, recursive: true);
+
+    private string RuntimeDir => Path.Combine(dir, "rt");
+
+    private string File(string name, byte[] bytes)
+    {
+        var path = Path.Combine(dir, name);
+        System.IO.File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    private Task<(int Exit, string Out, string Err)> Run(params string[] args) =>
+        CliRunner.RunAsync(["run", .. args, "--runtime-dir", RuntimeDir]);
+
+    [Fact]
+    public async Task Run_Kernel_Builds_Pv_Grub_And_Exits_3_While_No_Pv_Engine_Is_Wired_Never_Hanging()
+    {
+        var disk = File("disk.img", new byte[1 << 20]);
+        var (exit, output, error) = await Run("--kernel", RealKernel.Path(), "--memory", "32", "--disk", disk, "--cmdline", "root=(xen/xvda)");
+
+        exit.Should().Be(ExitCodes.NotSupported).And.Be(3);
+        error.Should().Contain("paravirt: domain 1 (grub-x86_64-xen) starting: /usr/lib/grub-xen/grub-x86_64-xen.bin, 32 MiB, 1 vCPU(s), 1 disk(s)")
+            .And.Contain("paravirt: PV layout: entry 0x0, start_info 0x624000, stack 0x62f000, 7 page-table frames at 0x627000")
+            .And.Contain(PvKernelStart.NotWiredMessage);
+        output.Should().BeEmpty("no guest ran");
+        Directory.EnumerateFiles(RuntimeDir, "*.sock").Should().BeEmpty("the control socket is removed on exit");
+    }
+
+    [Fact]
+    public async Task A_Config_With_A_Kernel_Path_A_Ramdisk_And_Cmdline_Builds_The_Same_Way()
+    {
+        var kernel = File("test-kernel", PvTestKernel.Standard().Build());
+        var ramdisk = File("initrd.img", new byte[10000]);
+        var cfg = File("pv.cfg", System.Text.Encoding.UTF8.GetBytes($"name = 'pvtest'\nmemory = 16\nkernel = 'test-kernel'\nramdisk = 'initrd.img'\nroot = '/dev/xvda1'\nextra = 'quiet'\n"));
+
+        var (exit, _, error) = await Run(cfg);
+
+        exit.Should().Be(ExitCodes.NotSupported);
+        error.Should().Contain($"domain 1 (pvtest) starting: {kernel}, 16 MiB")
+            .And.Contain("PV layout: entry 0xffffffff80001000")
+            .And.Contain($"pv.cfg:3: kernel {kernel}: {PvKernelStart.NotWiredMessage}");
+        _ = ramdisk;
+    }
+
+    [Fact]
+    public async Task Kernel_Errors_Have_Their_Own_Exit_Codes()
+    {
+        var notElf = await Run("--kernel", File("notes.txt", "just text"u8.ToArray()));
+        notElf.Exit.Should().Be(ExitCodes.BadKernel).And.Be(9);
+        notElf.Err.Should().Contain("notes.txt is not a bootable 64-bit PV kernel: not an ELF file");
+
+        var badNotes = await Run("--kernel", File("k", PvTestKernel.Standard().XenNumber(Paravirt.Core.Abi.ElfNote.XEN_ELFNOTE_ENTRY, 0x10).Build()));
+        badNotes.Exit.Should().Be(9);
+        badNotes.Err.Should().Contain("the entry point 0x10 (ENTRY note) is outside the loaded image");
+
+        var missing = await Run("--kernel", Path.Combine(dir, "absent"));
+        missing.Exit.Should().Be(ExitCodes.Config).And.Be(2);
+        missing.Err.Should().Contain($"kernel {dir}/absent does not exist");
+
+        var noRamdisk = await Run("--kernel", RealKernel.Path(), "--ramdisk", Path.Combine(dir, "absent.img"));
+        noRamdisk.Exit.Should().Be(2);
+        noRamdisk.Err.Should().Contain($"ramdisk {dir}/absent.img does not exist");
+
+        var tooSmall = await Run("--kernel", RealKernel.Path(), "--memory", "4");
+        tooSmall.Exit.Should().Be(ExitCodes.SetupFailed).And.Be(6);
+        tooSmall.Err.Should().Contain("4 MiB (1024 pages) is too small for this kernel");
+
+        var noDisk = await Run("--kernel", RealKernel.Path(), "--memory", "32", "--disk", Path.Combine(dir, "absent.img"));
+        noDisk.Exit.Should().Be(6);
+        noDisk.Err.Should().Contain("--disk: disk xvda: cannot open");
+    }
+
+    [Theory]
+    [InlineData(new string[0], "nothing to run: expected CONFIG (an xl.cfg-style file) or --kernel FILE")]
+    [InlineData(new[] { "a.cfg", "--kernel", "k" }, "give either CONFIG or --kernel FILE, not both")]
+    [InlineData(new[] { "a.cfg", "--memory", "3" }, "--memory goes with --kernel")]
+    [InlineData(new[] { "a.cfg", "--cmdline", "x" }, "--cmdline goes with --kernel")]
+    [InlineData(new[] { "--kernel", "k", "--memory", "lots" }, "lots")]
+    public async Task A_Bad_Command_Line_Exits_1(string[] args, string message)
+    {
+        var (exit, _, error) = await Run(args);
+        exit.Should().Be(ExitCodes.Usage).And.Be(1);
+        error.Should().Contain(message);
+    }
+
+    [Fact]
+    public void Run_Kernel_Options_Make_A_Domain_Spec()
+    {
+        var spec = DomainSpec.ForKernel("boot/vmlinuz", 64, ["a.img", "b.img", "format=raw, vdev=xvdz, access=ro, target=c.img"], "console=hvc0", "initrd", null, "/base");
+        spec.Name.Should().Be("vmlinuz");
+        spec.Kernel.Should().Be(new ImageKernel("/base/boot/vmlinuz"));
+        spec.MemoryMiB.Should().Be(64);
+        spec.CommandLine.Should().Be("console=hvc0");
+        spec.Ramdisk.Should().Be("/base/initrd");
+        spec.Disks.Select(d => (d.Spec.Vdev, d.Spec.Target, d.Spec.ReadOnly)).Should().Equal(("xvda", "/base/a.img", false), ("xvdb", "/base/b.img", false), ("xvdz", "/base/c.img", true));
+
+        DomainSpec.ForKernel("/k", null, [], null, null, "web", "/").Should().Match<DomainSpec>(s => s.Name == "web" && s.MemoryMiB == 128 && s.CommandLine == "" && s.Ramdisk == null);
+        var twice = () => DomainSpec.ForKernel("/k", null, ["a.img", "format=raw, vdev=xvda, target=b.img"], null, null, null, "/");
+        twice.Should().Throw<ConfigException>().WithMessage("command line: --disk 'format=raw, vdev=xvda, target=b.img': vdev xvda is used twice; expected one disk per vdev");
+        var bigCmd = () => DomainSpec.ForKernel("/k", null, [], new string('x', 1024), null, null, "/");
+        bigCmd.Should().Throw<ConfigException>().WithMessage("*--cmdline is 1024 bytes; expected fewer than 1024*");
+    }
+
+    [Fact]
+    public void Xl_Ramdisk_Is_A_Path_For_Kernel_Images_Only()
+    {
+        DomainSpec.Parse("name='a'\nkernel='/boot/vmlinuz'\nramdisk='initrd.img'\n", "a.cfg", "/base").Ramdisk.Should().Be("/base/initrd.img");
+        var managed = () => DomainSpec.Parse("name='a'\nkernel='managed:hello'\nramdisk='initrd.img'\n", "a.cfg", "/base");
+        managed.Should().Throw<ConfigException>().WithMessage("a.cfg:3: a ramdisk is given for a managed guest; expected ramdisk only with kernel = \"FILE\", a PV kernel image");
+        DomainSpec.Parse("name='a'\nkernel='/k'\nroot='/dev/xvda1'\nextra='ro quiet'\n", "a.cfg", "/").CommandLine.Should().Be("root=/dev/xvda1 ro quiet", "xl composes root= and extra");
+    }
+}
