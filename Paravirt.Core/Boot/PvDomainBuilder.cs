@@ -44,20 +44,21 @@ internal static class PvDomainBuilder
 
         DomainBuilder.SetUpCommon(domain, (long)nrPages);
 
-        // The kernel image, segments at their addresses and bss zeroed (elf_load_binary into a cleared segment).
-        var image = new byte[kernel.Pages << PageShift];
-        kernel.CopyImage(image);
-        Write(domain, plan.KernelPfn, image);
+        // The kernel image: each segment's file bytes at its address (pseudo-physical = va - VIRT_BASE).
+        // Its frames were zeroed when allocated, so bss is zero (libxenguest clears the segment too).
+        foreach (var s in kernel.Segments)
+        {
+            WriteAt(domain, s.VirtualAddress - kernel.VirtBase, kernel.Elf.GetBytes(s.FileOffset, s.FileSize));
+        }
+
         if (kernel.HypercallPage is { } hc)
         {
-            Write(domain, (hc - kernel.VirtBase) >> PageShift, HypercallPageWriter.Page);
+            WriteAt(domain, hc - kernel.VirtBase, HypercallPageWriter.Page);
         }
 
         if (ramdisk.Length > 0)
         {
-            var pages = new byte[(((ulong)ramdisk.Length + PageSize - 1) >> PageShift) << PageShift];
-            ramdisk.CopyTo(pages);
-            Write(domain, plan.RamdiskPfn, pages);
+            WriteAt(domain, plan.RamdiskPfn << PageShift, ramdisk);
         }
 
         DomainBuilder.WriteP2mList(domain, plan.P2mPfn, (long)nrPages);
@@ -66,7 +67,7 @@ internal static class PvDomainBuilder
         DomainBuilder.ZeroPage(domain, plan.StorePfn);
         DomainBuilder.ZeroPage(domain, plan.ConsolePfn);
         DomainBuilder.ZeroPage(domain, plan.StackPfn);
-        var frames = plan.Tables.Write(pfn => DomainBuilder.MfnOf(domain, pfn), (pfn, bytes) => Write(domain, pfn, bytes));
+        var frames = plan.Tables.Write(pfn => DomainBuilder.MfnOf(domain, pfn), (pfn, bytes) => WriteAt(domain, pfn << PageShift, bytes));
 
         var va = (ulong pfn) => kernel.VirtBase + (pfn << PageShift);
         var modStart = ramdisk.Length == 0 ? 0 : kernel.UnmappedInitrd ? plan.RamdiskPfn : va(plan.RamdiskPfn);
@@ -208,6 +209,11 @@ internal static class PvDomainBuilder
 
         if (kernel.P2mBase is { } p2mBase)
         {
+            if (p2mBase > ulong.MaxValue - (p2mPages << PageShift))
+            {
+                throw new PvKernelException($"INIT_P2M 0x{p2mBase:x} leaves no room for the {p2mPages}-page P→M list below the top of the address space; expected a lower address");
+            }
+
             var p2mLast = p2mBase + (p2mPages << PageShift) - 1;
             CheckRange("the INIT_P2M mapping", p2mBase, p2mLast);
             if (p2mLast >= virtBase)
@@ -238,11 +244,11 @@ internal static class PvDomainBuilder
         }
     }
 
-    private static void Write(Domain domain, ulong pfn, ReadOnlySpan<byte> bytes)
+    private static void WriteAt(Domain domain, ulong gpa, ReadOnlySpan<byte> bytes)
     {
-        if (!domain.Memory.TryWrite(pfn << PageShift, bytes))
+        if (!domain.Memory.TryWrite(gpa, bytes))
         {
-            throw new InvalidOperationException($"domain '{domain.Name}': {bytes.Length} bytes at pfn {pfn} do not fit in its memory");
+            throw new InvalidOperationException($"domain '{domain.Name}': {bytes.Length} bytes at pseudo-physical 0x{gpa:x} do not fit in its memory");
         }
     }
 }

@@ -114,16 +114,6 @@ public sealed class PvKernel
         return k;
     }
 
-    /// <summary>Copies the loaded image into <paramref name="destination"/>, which stands for [KernelStart, KernelStart + Pages × 4096): segments at their offsets, zeros elsewhere (bss).</summary>
-    internal void CopyImage(Span<byte> destination)
-    {
-        destination.Clear();
-        foreach (var s in Segments)
-        {
-            Elf.GetBytes(s.FileOffset, s.FileSize).CopyTo(destination[(int)(s.VirtualAddress - KernelStart)..]);
-        }
-    }
-
     private void Check()
     {
         const ulong unset = ulong.MaxValue;
