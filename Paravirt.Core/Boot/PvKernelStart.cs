@@ -12,6 +12,8 @@ namespace Paravirt.Core.Boot;
 /// <see cref="PvBootImage.L4Mfn"/> as an L4 table (<c>PvMemory.PinTable(domain, boot.L4Mfn, 4)</c>),
 /// make it vCPU 0's kernel base (<c>PvMemory.SetKernelBase(vcpu0, boot.L4Mfn)</c>), then
 /// <c>PvEngine.Start(domain, vcpu0, new PvEntry(boot.Entry, boot.StackPointer, boot.StartInfo))</c>.
+/// The boot tables' leaf entries have no user bit (as libxenguest writes them); validation must add
+/// it for a 64-bit PV guest as Xen's adjust_guest_l1e does (docs/boot.md).
 /// </remarks>
 public static class PvKernelStart
 {

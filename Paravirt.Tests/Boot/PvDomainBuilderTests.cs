@@ -97,6 +97,34 @@ public sealed class PvDomainBuilderTests : IDisposable
     }
 
     [Fact]
+    public void Table_Entries_Carry_Libxenguests_Flags_And_Machine_Frames()
+    {
+        var (dom, boot) = hv.CreatePvDomain(new DomainConfig { Name = "flags", MemoryMiB = MemoryMiB }, PvTestKernel.Standard().Build());
+        var bus = new Paravirt.Core.Memory.Pv.DomainMachineBus(hv.Frames, dom.Id);
+        ulong Entry(ulong mfn, int index)
+        {
+            bus.TryRead((mfn << 12) + (ulong)(index * 8), 8, out var e).Should().BeTrue();
+            return e;
+        }
+
+        // Read raw, before any walk sets accessed/dirty bits.
+        var l4 = boot.PageTables[0];
+        var l3 = boot.PageTables.Single(t => t.Level == 3);
+        var l2 = boot.PageTables.Single(t => t.Level == 2);
+        var l1s = boot.PageTables.Where(t => t.Level == 1).ToList();
+        l1s.Should().HaveCount(2, "a 4 MiB region at a 2 MiB-aligned base takes two L1s");
+        const ulong upper = 0x67; // P|RW|U|A|D
+        Entry(l4.Mfn, 511).Should().Be((l3.Mfn << 12) | upper, "L4 slot 511 covers 0xffffff8000000000..");
+        Entry(l3.Mfn, 510).Should().Be((l2.Mfn << 12) | upper, "L3 slot 510 covers 0xffffffff80000000..");
+        Entry(l2.Mfn, 0).Should().Be((l1s[0].Mfn << 12) | upper);
+        Entry(l2.Mfn, 1).Should().Be((l1s[1].Mfn << 12) | upper);
+        Entry(l2.Mfn, 2).Should().Be(0UL, "nothing past the region");
+        Entry(l1s[0].Mfn, 1).Should().Be((DomainBuilder.MfnOf(dom, 1) << 12) | 0x23, "leaf entries are P|RW|A, no U: libxenguest's lvl_prot[0]");
+        Entry(l1s[0].Mfn, (int)l4.Pfn).Should().Be((l4.Mfn << 12) | 0x21, "a table's own leaf is read-only: P|A");
+        Enumerable.Range(0, 512).Count(i => Entry(l4.Mfn, i) != 0).Should().Be(1, "one L4 slot is used");
+    }
+
+    [Fact]
     public void The_Kernel_Is_Loaded_At_Its_Addresses_With_Bss_Zeroed_And_The_P2m_List_Is_Readable()
     {
         var (dom, boot, walk) = Build(PvTestKernel.Standard().Build());
