@@ -160,6 +160,7 @@ public sealed class ElfFileTests
         { "bigendian", "ELFDATA2MSB (big-endian); expected ELFDATA2LSB (1)" },
         { "i386", "EM_386 (3, 32-bit x86); expected EM_X86_64 (62)" },
         { "short", "truncated ELF header: the file is 40 bytes; an Elf64_Ehdr needs 64" },
+        { "magic-only", "truncated ELF identification: the file is 4 bytes after the magic 7F454C46; expected at least the 16-byte e_ident" },
         { "phentsize", "program header size (e_phentsize) is 32; an Elf64_Phdr is 56 bytes" },
         { "phnum", "program header table: 65000 entries of 56 bytes at offset 0x40 need bytes up to 0x378b00, past the end" },
         { "phoff", "program header table at offset 0x10 overlaps the 64-byte ELF header" },
@@ -210,6 +211,8 @@ public sealed class ElfFileTests
                 return Set16(Plain(), 18, 3);
             case "short":
                 return Plain()[..40];
+            case "magic-only":
+                return Plain()[..4];
             case "phentsize":
                 return Set16(Plain(), 54, 32);
             case "phnum":
