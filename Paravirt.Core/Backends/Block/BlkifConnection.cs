@@ -40,7 +40,6 @@ internal sealed class BlkifConnection : XenBus.IBackendConnection
     private int _idleAt; // under _ringLock
     private TaskCompletionSource? _idle; // under _ringLock
     private Task _dispatcher = Task.CompletedTask;
-    private Task _events = Task.CompletedTask;
     private int _stopping;
 
     private BlkifConnection(BlkBack owner, HostGrantMapping ringMapping, HostEventChannel channel)
@@ -100,7 +99,6 @@ internal sealed class BlkifConnection : XenBus.IBackendConnection
 
     public void Start()
     {
-        _events = Task.Run(PumpEventsAsync);
         _dispatcher = Task.Run(DispatchAsync);
     }
 
@@ -119,7 +117,6 @@ internal sealed class BlkifConnection : XenBus.IBackendConnection
         await _stop.CancelAsync().ConfigureAwait(false);
         Kick();
         await _dispatcher.ConfigureAwait(false);
-        await _events.ConfigureAwait(false);
         await WaitInFlightAtMostAsync(0).ConfigureAwait(false);
         _channel.Dispose();
         _ringMapping.Dispose();
@@ -129,21 +126,19 @@ internal sealed class BlkifConnection : XenBus.IBackendConnection
 
     private void Kick() => _kick.Writer.TryWrite(true);
 
-    private async Task PumpEventsAsync()
+    private async Task DispatchAsync()
     {
         try
         {
-            while (await _channel.WaitAsync(_stop.Token).ConfigureAwait(false))
-            {
-                Kick();
-            }
+            await DispatchLoopAsync().ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {
+            // Stopping while waiting for the frontend.
         }
     }
 
-    private async Task DispatchAsync()
+    private async Task DispatchLoopAsync()
     {
         var ct = _stop.Token;
         while (!ct.IsCancellationRequested)
@@ -172,18 +167,35 @@ internal sealed class BlkifConnection : XenBus.IBackendConnection
                 return;
             }
 
-            bool more;
+            bool more, slotFree;
             lock (_ringLock)
             {
                 // RING_FINAL_CHECK_FOR_REQUESTS sets req_event so the frontend notifies the next request;
                 // with every slot busy a completion wakes the dispatcher instead.
-                more = _free.Count > 0 && _ring.FinalCheckForRequests();
+                slotFree = _free.Count > 0;
+                more = slotFree && _ring.FinalCheckForRequests();
             }
 
-            if (!more)
+            if (more)
             {
-                // No token: an uncancellable wait reuses the channel's waiter (no allocation);
-                // StopAsync cancels and then kicks, and the loop checks the token.
+                continue;
+            }
+
+            if (slotFree)
+            {
+                // Only the frontend can bring work now: wait on its port here, not through a
+                // separate pump that would wake this task in turn (one thread hop per
+                // notification instead of two). A notification that came meanwhile is pending.
+                if (!await _channel.WaitAsync(ct).ConfigureAwait(false))
+                {
+                    return; // our end was closed (the frontend's domain is going)
+                }
+            }
+            else
+            {
+                // Every slot is busy: a completion frees one and kicks. No token: an uncancellable
+                // wait reuses the channel's waiter (no allocation); StopAsync cancels and then
+                // kicks, and the loop checks the token.
                 await _kick.Reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false);
                 _kick.Reader.TryRead(out _);
             }
