@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Collections.Immutable;
 using System.Globalization;
 using System.Text;
@@ -16,10 +17,57 @@ internal readonly record struct XsWatchEvent(uint ConnectionId, string Path, str
 internal readonly record struct XsStepResult(XenStoreState State, XsMessage Reply, ImmutableArray<XsWatchEvent> Events);
 
 /// <summary>
+/// A connection's canonical paths, interned: the same request bytes give the same string, so a
+/// steady stream of requests on known paths builds no strings. Bounded (a guest that sends ever
+/// new paths only empties its own cache), never shared between connections.
+/// </summary>
+internal sealed class XsPathCache
+{
+    private const int MaxEntries = 128;
+    private const int MaxChars = 16 * 1024;
+    private readonly Dictionary<string, string> map = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string>.AlternateLookup<ReadOnlySpan<char>> lookup;
+    private int chars;
+
+    public XsPathCache(uint domId)
+    {
+        lookup = map.GetAlternateLookup<ReadOnlySpan<char>>();
+        Home = string.Create(CultureInfo.InvariantCulture, $"/local/domain/{domId}/");
+    }
+
+    /// <summary><c>/local/domain/&lt;domid&gt;/</c>: what a relative path is under.</summary>
+    public string Home { get; }
+
+    public string Intern(ReadOnlySpan<char> path)
+    {
+        if (lookup.TryGetValue(path, out var known))
+        {
+            return known;
+        }
+
+        if (map.Count >= MaxEntries || chars + path.Length > MaxChars)
+        {
+            map.Clear();
+            chars = 0;
+        }
+
+        var s = new string(path);
+        map[s] = s;
+        chars += s.Length;
+        return s;
+    }
+}
+
+/// <summary>
 /// The store's semantics as a pure function: <c>(state, connection, request) → (state, reply, events)</c>.
 /// Follows C xenstored 4.17 (tools/xenstore/xenstored_{core,domain,transaction,watch}.c). A request
 /// that fails changes nothing (the one exception is TRANSACTION_END, which always ends the transaction).
 /// </summary>
+/// <remarks>
+/// Refusals are results, not exceptions: a handler that refuses records the errno name and returns
+/// null, and each caller returns as soon as a callee failed. A guest that sends nothing but refused
+/// requests therefore costs the store no exception.
+/// </remarks>
 internal static class XenStoreCore
 {
     /// <summary>Processes one request from connection <paramref name="connectionId"/>.</summary>
@@ -30,81 +78,124 @@ internal static class XenStoreCore
             throw new ArgumentException($"XenStore connection {connectionId} is not connected", nameof(connectionId));
         }
 
-        var step = new Step(state, conn, request);
-        var reply = step.Run();
-        return new XsStepResult(step.Result, reply, step.Events.ToImmutableArray());
+        var step = new Processor();
+        var reply = step.Run(state, conn, new XsHeader(request.Type, request.ReqId, request.TxId), request.Payload, new XsPathCache(conn.DomId));
+        return new XsStepResult(step.Result, reply, [.. step.Events]);
     }
 
-    private delegate byte[]? Handler(Step s, byte[] payload);
+    private delegate byte[]? Handler(Processor s, ReadOnlySpan<byte> payload);
 
     // Flags as xenstored's wire_funcs: NOTID ignores tx_id, PRIV needs a privileged connection.
     private readonly record struct Op(Handler Func, bool NoTx = false, bool Priv = false);
 
-    private static readonly Dictionary<xsd_sockmsg_type, Op> Ops = new()
+    private static readonly FrozenDictionary<uint, Op> Ops = new Dictionary<uint, Op>
     {
-        [xsd_sockmsg_type.XS_CONTROL] = new((s, p) => s.Control(p), Priv: true),
-        [xsd_sockmsg_type.XS_DIRECTORY] = new((s, p) => s.Directory(p)),
-        [xsd_sockmsg_type.XS_READ] = new((s, p) => s.Read(p)),
-        [xsd_sockmsg_type.XS_GET_PERMS] = new((s, p) => s.GetPerms(p)),
-        [xsd_sockmsg_type.XS_WATCH] = new((s, p) => s.Watch(p), NoTx: true),
-        [xsd_sockmsg_type.XS_UNWATCH] = new((s, p) => s.Unwatch(p), NoTx: true),
-        [xsd_sockmsg_type.XS_TRANSACTION_START] = new((s, p) => s.TransactionStart()),
-        [xsd_sockmsg_type.XS_TRANSACTION_END] = new((s, p) => s.TransactionEnd(p)),
-        [xsd_sockmsg_type.XS_INTRODUCE] = new((s, p) => s.Introduce(p), Priv: true),
-        [xsd_sockmsg_type.XS_RELEASE] = new((s, p) => s.Release(p), Priv: true),
-        [xsd_sockmsg_type.XS_GET_DOMAIN_PATH] = new((s, p) => s.GetDomainPath(p)),
-        [xsd_sockmsg_type.XS_WRITE] = new((s, p) => s.Write(p)),
-        [xsd_sockmsg_type.XS_MKDIR] = new((s, p) => s.Mkdir(p)),
-        [xsd_sockmsg_type.XS_RM] = new((s, p) => s.Rm(p)),
-        [xsd_sockmsg_type.XS_SET_PERMS] = new((s, p) => s.SetPerms(p)),
-        [xsd_sockmsg_type.XS_IS_DOMAIN_INTRODUCED] = new((s, p) => s.IsDomainIntroduced(p), Priv: true),
-        [xsd_sockmsg_type.XS_RESUME] = new((s, p) => s.Resume(p), Priv: true),
-        [xsd_sockmsg_type.XS_SET_TARGET] = new((s, p) => s.SetTarget(p), Priv: true),
-        [xsd_sockmsg_type.XS_RESET_WATCHES] = new((s, p) => s.ResetWatches()),
-        [xsd_sockmsg_type.XS_DIRECTORY_PART] = new((s, p) => s.DirectoryPart(p)),
-    };
+        [(uint)xsd_sockmsg_type.XS_CONTROL] = new((s, p) => s.Control(p), Priv: true),
+        [(uint)xsd_sockmsg_type.XS_DIRECTORY] = new((s, p) => s.Directory(p)),
+        [(uint)xsd_sockmsg_type.XS_READ] = new((s, p) => s.Read(p)),
+        [(uint)xsd_sockmsg_type.XS_GET_PERMS] = new((s, p) => s.GetPerms(p)),
+        [(uint)xsd_sockmsg_type.XS_WATCH] = new((s, p) => s.Watch(p), NoTx: true),
+        [(uint)xsd_sockmsg_type.XS_UNWATCH] = new((s, p) => s.Unwatch(p), NoTx: true),
+        [(uint)xsd_sockmsg_type.XS_TRANSACTION_START] = new((s, p) => s.TransactionStart()),
+        [(uint)xsd_sockmsg_type.XS_TRANSACTION_END] = new((s, p) => s.TransactionEnd(p)),
+        [(uint)xsd_sockmsg_type.XS_INTRODUCE] = new((s, p) => s.Introduce(p), Priv: true),
+        [(uint)xsd_sockmsg_type.XS_RELEASE] = new((s, p) => s.Release(p), Priv: true),
+        [(uint)xsd_sockmsg_type.XS_GET_DOMAIN_PATH] = new((s, p) => s.GetDomainPath(p)),
+        [(uint)xsd_sockmsg_type.XS_WRITE] = new((s, p) => s.Write(p)),
+        [(uint)xsd_sockmsg_type.XS_MKDIR] = new((s, p) => s.Mkdir(p)),
+        [(uint)xsd_sockmsg_type.XS_RM] = new((s, p) => s.Rm(p)),
+        [(uint)xsd_sockmsg_type.XS_SET_PERMS] = new((s, p) => s.SetPerms(p)),
+        [(uint)xsd_sockmsg_type.XS_IS_DOMAIN_INTRODUCED] = new((s, p) => s.IsDomainIntroduced(p), Priv: true),
+        [(uint)xsd_sockmsg_type.XS_RESUME] = new((s, p) => s.Resume(p), Priv: true),
+        [(uint)xsd_sockmsg_type.XS_SET_TARGET] = new((s, p) => s.SetTarget(p), Priv: true),
+        [(uint)xsd_sockmsg_type.XS_RESET_WATCHES] = new((s, p) => s.ResetWatches()),
+        [(uint)xsd_sockmsg_type.XS_DIRECTORY_PART] = new((s, p) => s.DirectoryPart(p)),
+    }.ToFrozenDictionary();
 
     private static readonly byte[] Ok = XsWireCodec.String("OK");
 
-    /// <summary>An error travelling up a handler: the errno name for the XS_ERROR reply.</summary>
-    private sealed class XsError(string name) : Exception(name)
-    {
-        public string Name { get; } = name;
-    }
+    // The XS_ERROR payloads, made once: an error reply builds no array.
+    private static readonly FrozenDictionary<string, byte[]> ErrorPayloads =
+        XsWire.xsd_errors.ToFrozenDictionary(e => e, XsWireCodec.String, StringComparer.Ordinal);
 
     private const ulong NoGeneration = ulong.MaxValue;
 
-    /// <summary>The working copy of one request. Discarded on error, so a failed request leaves the state as it was.</summary>
-    private sealed class Step(XenStoreState original, XsConnection conn, XsMessage request)
+    /// <summary>
+    /// The working copy of one request, reusable for the next one (<see cref="XenStoreServer"/> keeps
+    /// one). Discarded on error, so a failed request leaves the state as it was.
+    /// </summary>
+    internal sealed class Processor
     {
-        private readonly XenStoreState original = original;
-        private readonly XsMessage request = request;
-        private readonly XsConnection originalConn = conn;
-        private XsConnection conn = conn;
+        private readonly char[] pathChars = new char[XsWire.XENSTORE_PAYLOAD_MAX + 32];
+        private readonly List<XsWatchEvent> afterReply = [];
+        private XenStoreState original = null!;
+        private XsHeader request;
+        private XsConnection originalConn = null!;
+        private XsConnection conn = null!;
+        private XsPathCache paths = null!;
         private XsTransaction? tx;
-        private ImmutableDictionary<string, XsNode> nodes = original.Nodes;
-        private ulong generation = original.Generation;
-        private ImmutableDictionary<uint, int> entries = original.Entries;
-        private ImmutableDictionary<uint, XsDomain> domains = original.Domains;
-        private ImmutableDictionary<uint, XsConnection> others = original.Connections;
-        private ImmutableArray<XsPerm> introducePerms = original.IntroducePerms;
-        private ImmutableArray<XsPerm> releasePerms = original.ReleasePerms;
-        private XsQuotas Q => original.Quotas;
+        private ImmutableDictionary<string, XsNode> nodes = null!;
+        private ulong generation;
+        private ImmutableDictionary<uint, int> entries = null!;
+        private ImmutableDictionary<uint, XsDomain> domains = null!;
+        private ImmutableDictionary<uint, XsConnection> others = null!;
+        private ImmutableArray<XsPerm> introducePerms;
+        private ImmutableArray<XsPerm> releasePerms;
+        private string? error;
 
         /// <summary>Set by a handler whose partial effects must survive its error (TRANSACTION_END).</summary>
         private XenStoreState? persistOnError;
 
-        public XenStoreState Result { get; private set; } = original;
+        private XsQuotas Q => original.Quotas;
+
+        /// <summary>The state after the last <see cref="Run"/>.</summary>
+        public XenStoreState Result { get; private set; } = null!;
+
+        /// <summary>The watch events the last <see cref="Run"/> caused (valid until the next one).</summary>
         public List<XsWatchEvent> Events { get; } = [];
-        private readonly List<XsWatchEvent> afterReply = [];
 
         private uint DomId => conn.DomId;
+
         private bool Privileged => conn.DomId == 0;
 
-        public XsMessage Run()
+        private bool Failed => error is not null;
+
+        /// <summary>Processes one request of <paramref name="connection"/> on <paramref name="state"/>; the reply is returned, the rest is in <see cref="Result"/> and <see cref="Events"/>.</summary>
+        public XsMessage Run(XenStoreState state, XsConnection connection, XsHeader header, ReadOnlySpan<byte> payload, XsPathCache pathCache)
         {
-            var type = request.Kind;
-            if (!Ops.TryGetValue(type, out var op))
+            original = state;
+            request = header;
+            originalConn = conn = connection;
+            paths = pathCache;
+            tx = null;
+            nodes = state.Nodes;
+            generation = state.Generation;
+            entries = state.Entries;
+            domains = state.Domains;
+            others = state.Connections;
+            introducePerms = state.IntroducePerms;
+            releasePerms = state.ReleasePerms;
+            error = null;
+            persistOnError = null;
+            Result = state;
+            Events.Clear();
+            afterReply.Clear();
+            try
+            {
+                return Dispatch(payload);
+            }
+            finally
+            {
+                // Drop what the next request must not see (and the GC need not keep).
+                afterReply.Clear();
+                tx = null;
+                persistOnError = null;
+            }
+        }
+
+        private XsMessage Dispatch(ReadOnlySpan<byte> payload)
+        {
+            if (!Ops.TryGetValue(request.Type, out var op))
             {
                 return Error(XsWire.XSD_ERROR_ENOSYS);
             }
@@ -122,12 +213,8 @@ internal static class XenStoreCore
                 }
             }
 
-            byte[]? payload;
-            try
-            {
-                payload = op.Func(this, request.Payload);
-            }
-            catch (XsError e)
+            var reply = op.Func(this, payload);
+            if (error is { } name)
             {
                 if (persistOnError is { } keep)
                 {
@@ -135,10 +222,10 @@ internal static class XenStoreCore
                 }
 
                 Events.Clear();
-                return Error(e.Name);
+                return Error(name);
             }
 
-            if (payload is null || payload.Length > XsWire.XENSTORE_PAYLOAD_MAX)
+            if (reply is null || reply.Length > XsWire.XENSTORE_PAYLOAD_MAX)
             {
                 Events.Clear();
                 return Error(XsWire.XSD_ERROR_E2BIG);
@@ -146,11 +233,12 @@ internal static class XenStoreCore
 
             Result = Commit();
             Events.AddRange(afterReply);
-            return new XsMessage(request.Type, request.ReqId, request.TxId, payload);
+            return new XsMessage(request.Type, request.ReqId, request.TxId, reply);
         }
 
         private XsMessage Error(string name) =>
-            new(xsd_sockmsg_type.XS_ERROR, request.ReqId, request.TxId, XsWireCodec.String(name));
+            new(xsd_sockmsg_type.XS_ERROR, request.ReqId, request.TxId,
+                ErrorPayloads.TryGetValue(name, out var bytes) ? bytes : XsWireCodec.String(name));
 
         private XenStoreState Commit()
         {
@@ -181,15 +269,45 @@ internal static class XenStoreCore
             };
         }
 
-        private static XsError Fail(string name) => new(name);
+        /// <summary>Records the request's refusal (the first one counts) and returns null for the handler to pass up.</summary>
+        private byte[]? Fail(string name)
+        {
+            error ??= name;
+            return null;
+        }
+
+        /// <summary>As <see cref="Fail"/>, for helpers that answer whether they succeeded.</summary>
+        private bool Refuse(string name)
+        {
+            error ??= name;
+            return false;
+        }
 
         // ---- paths ------------------------------------------------------------------------
 
-        private string HomePath(uint domid) => string.Create(CultureInfo.InvariantCulture, $"/local/domain/{domid}");
+        private static string HomePath(uint domid) => string.Create(CultureInfo.InvariantCulture, $"/local/domain/{domid}");
 
         /// <summary>xenstored's canonicalize: relative paths live under the connection's home.</summary>
         private string Canonicalize(string name) =>
-            name.Length > 0 && (name[0] == '/' || name[0] == '@') ? name : HomePath(DomId) + "/" + name;
+            name.Length > 0 && (name[0] == '/' || name[0] == '@') ? name : paths.Home + name;
+
+        /// <summary>
+        /// <see cref="Canonicalize"/> of a path as the request's bytes carry it (one char per byte, as
+        /// <see cref="XsWireCodec.Latin1"/>), interned in the connection's cache.
+        /// </summary>
+        private string CanonicalPath(ReadOnlySpan<byte> name)
+        {
+            var prefix = name.Length > 0 && (name[0] == '/' || name[0] == '@') ? "" : paths.Home;
+            var length = prefix.Length + name.Length;
+            var chars = length <= pathChars.Length ? pathChars.AsSpan(0, length) : new char[length];
+            prefix.CopyTo(chars);
+            Encoding.Latin1.GetChars(name, chars[prefix.Length..]);
+            return paths.Intern(chars);
+        }
+
+        /// <summary>The payload's only argument (xenstored's onearg) as a canonical path, or null if the payload is not one argument.</summary>
+        private string? PathArg(ReadOnlySpan<byte> payload) =>
+            payload.IsEmpty || payload.IndexOf((byte)0) != payload.Length - 1 ? null : CanonicalPath(payload[..^1]);
 
         /// <summary>xenstored's is_valid_nodename.</summary>
         internal static bool IsValidNodeName(string node, int maxPathLength)
@@ -251,6 +369,13 @@ internal static class XenStoreCore
             return slash <= 0 ? "/" : path[..slash];
         }
 
+        /// <summary><see cref="Parent"/> through the connection's path cache: walking up a missing path builds no strings once warm.</summary>
+        private string InternedParent(string path)
+        {
+            var slash = path.LastIndexOf('/');
+            return slash <= 0 ? "/" : paths.Intern(path.AsSpan(0, slash));
+        }
+
         private static string BaseName(string path) => path[(path.LastIndexOf('/') + 1)..];
 
         private static string Child(string parent, string name) => parent == "/" ? "/" + name : parent + "/" + name;
@@ -263,8 +388,13 @@ internal static class XenStoreCore
         private XsPermFlags PermFor(XsConnection c, ImmutableArray<XsPerm> perms)
         {
             const XsPermFlags all = XsPermFlags.Read | XsPermFlags.Write | XsPermFlags.Owner;
+            if (c.DomId == 0)
+            {
+                return all;
+            }
+
             var target = TargetOf(c.DomId);
-            if (c.DomId == 0 || perms[0].DomId == c.DomId || (target is { } t && perms[0].DomId == t))
+            if (perms[0].DomId == c.DomId || (target is { } t && perms[0].DomId == t))
             {
                 return all;
             }
@@ -282,7 +412,10 @@ internal static class XenStoreCore
 
         // ---- node access (transaction aware) ----------------------------------------------
 
-        /// <summary>Reads a node as the current request sees it; inside a transaction, remembers the access.</summary>
+        /// <summary>
+        /// Reads a node as the current request sees it; inside a transaction, remembers the access.
+        /// Null when it does not exist, or when remembering it broke the transaction's quota (then <see cref="Failed"/>).
+        /// </summary>
         private XsNode? ReadNode(string path)
         {
             if (tx is null)
@@ -296,33 +429,33 @@ internal static class XenStoreCore
             }
 
             var global = nodes.GetValueOrDefault(path);
-            Touch(path, global);
-            return global;
+            return Touch(path, global) ? global : null;
         }
 
-        private void Touch(string path, XsNode? global)
+        private bool Touch(string path, XsNode? global)
         {
             if (tx is null || tx.Accessed.ContainsKey(path))
             {
-                return;
+                return true;
             }
 
             if (tx.Accessed.Count >= Q.NodesPerTransaction && !Privileged)
             {
-                throw Fail(XsWire.XSD_ERROR_ENOSPC);
+                return Refuse(XsWire.XSD_ERROR_ENOSPC);
             }
 
             tx = tx with
             {
                 Accessed = tx.Accessed.Add(path, new XsAccess(global?.Generation ?? NoGeneration, global?.Perms ?? default)),
             };
+            return true;
         }
 
-        private void StoreNode(string path, XsNode node, bool quotaCheck = true)
+        private bool StoreNode(string path, XsNode node, bool quotaCheck = true)
         {
             if (quotaCheck && !Privileged && node.RecordSize >= Q.MaxEntrySize)
             {
-                throw Fail(XsWire.XSD_ERROR_ENOSPC);
+                return Refuse(XsWire.XSD_ERROR_ENOSPC);
             }
 
             node = node with { Generation = ++generation };
@@ -332,12 +465,18 @@ internal static class XenStoreCore
             }
             else
             {
-                Touch(path, nodes.GetValueOrDefault(path));
+                if (!Touch(path, nodes.GetValueOrDefault(path)))
+                {
+                    return false;
+                }
+
                 tx = tx with { Overlay = tx.Overlay.SetItem(path, node) };
             }
+
+            return true;
         }
 
-        private void DeleteNode(string path)
+        private bool DeleteNode(string path)
         {
             if (tx is null)
             {
@@ -345,9 +484,15 @@ internal static class XenStoreCore
             }
             else
             {
-                Touch(path, nodes.GetValueOrDefault(path));
+                if (!Touch(path, nodes.GetValueOrDefault(path)))
+                {
+                    return false;
+                }
+
                 tx = tx with { Overlay = tx.Overlay.SetItem(path, null) };
             }
+
+            return true;
         }
 
         private int EntriesOf(uint domid) =>
@@ -367,21 +512,31 @@ internal static class XenStoreCore
 
         /// <summary>
         /// xenstored's get_node: the node if it exists and the connection has <paramref name="perm"/>;
-        /// otherwise throws ENOENT or EACCES, EACCES whenever the nearest existing ancestor would not grant
-        /// <paramref name="perm"/> either (so a missing node reveals nothing).
+        /// otherwise null with ENOENT or EACCES recorded, EACCES whenever the nearest existing ancestor
+        /// would not grant <paramref name="perm"/> either (so a missing node reveals nothing).
         /// </summary>
-        private XsNode GetNode(string? name, XsPermFlags perm) =>
-            TryGetNode(name, perm, out var node) is { } err ? throw Fail(err) : node!;
-
-        /// <summary>GetNode that returns null for ENOENT (callers that create).</summary>
-        /// <remarks>Without an exception on the ENOENT path: every write that creates a node takes it.</remarks>
-        private XsNode? GetNodeOrNull(string? name, XsPermFlags perm) =>
-            TryGetNode(name, perm, out var node) switch
+        private XsNode? GetNode(string? name, XsPermFlags perm)
+        {
+            if (TryGetNode(name, perm, out var node) is { } err)
             {
-                null => node,
-                XsWire.XSD_ERROR_ENOENT => null,
-                var err => throw Fail(err),
-            };
+                Refuse(err);
+                return null;
+            }
+
+            return node;
+        }
+
+        /// <summary>GetNode that returns null without a refusal for ENOENT (callers that create); check <see cref="Failed"/>.</summary>
+        private XsNode? GetNodeOrNull(string? name, XsPermFlags perm)
+        {
+            var err = TryGetNode(name, perm, out var node);
+            if (err is not null && err != XsWire.XSD_ERROR_ENOENT)
+            {
+                Refuse(err);
+            }
+
+            return node;
+        }
 
         /// <summary>xenstored's get_node: the node, or the errno name that explains why not (errno_from_parents for a missing or forbidden one).</summary>
         private string? TryGetNode(string? name, XsPermFlags perm, out XsNode? found)
@@ -393,6 +548,11 @@ internal static class XenStoreCore
             }
 
             var node = ReadNode(name);
+            if (error is { } failed)
+            {
+                return failed;
+            }
+
             var err = XsWire.XSD_ERROR_ENOENT;
             if (node is not null)
             {
@@ -410,8 +570,14 @@ internal static class XenStoreCore
             var p = name;
             while (p != "/")
             {
-                p = Parent(p);
-                if (ReadNode(p) is { } ancestor)
+                p = InternedParent(p);
+                var ancestor = ReadNode(p);
+                if (error is { } touchFailed)
+                {
+                    return touchFailed;
+                }
+
+                if (ancestor is not null)
                 {
                     parentPerm = PermFor(conn, ancestor.Perms);
                     break;
@@ -421,8 +587,11 @@ internal static class XenStoreCore
             return (parentPerm & perm) != 0 ? err : XsWire.XSD_ERROR_EACCES;
         }
 
-        /// <summary>xenstored's create_node: makes the node and any missing ancestors; new nodes inherit their parent's permissions, owned by the creator if unprivileged.</summary>
-        private XsNode CreateNode(string name, byte[] value)
+        /// <summary>
+        /// xenstored's create_node: makes the node and any missing ancestors; new nodes inherit their
+        /// parent's permissions, owned by the creator if unprivileged. Null if refused.
+        /// </summary>
+        private XsNode? CreateNode(string name, byte[] value)
         {
             var missing = new List<string>();
             var at = name;
@@ -432,6 +601,11 @@ internal static class XenStoreCore
                 missing.Add(at);
                 at = Parent(at);
                 parent = ReadNode(at);
+                if (Failed)
+                {
+                    return null;
+                }
+
                 if (parent is not null)
                 {
                     break;
@@ -439,30 +613,39 @@ internal static class XenStoreCore
 
                 if (at == "/")
                 {
-                    throw Fail(XsWire.XSD_ERROR_EIO);
+                    Refuse(XsWire.XSD_ERROR_EIO);
+                    return null;
                 }
             }
 
             var parentPath = at;
-            XsNode created = parent;
             for (var i = missing.Count - 1; i >= 0; i--)
             {
                 var path = missing[i];
                 if (!Privileged && EntriesOf(DomId) >= Q.EntriesPerDomain)
                 {
-                    throw Fail(XsWire.XSD_ERROR_ENOSPC);
+                    Refuse(XsWire.XSD_ERROR_ENOSPC);
+                    return null;
                 }
 
                 parent = parent.AddChild(BaseName(path));
-                StoreNode(parentPath, parent);
+                if (!StoreNode(parentPath, parent))
+                {
+                    return null;
+                }
+
                 var perms = parent.Perms;
                 if (!Privileged)
                 {
                     perms = perms.SetItem(0, perms[0] with { DomId = DomId });
                 }
 
-                created = new XsNode(i == 0 ? value : [], [], 0, perms, 0);
-                StoreNode(path, created);
+                var created = new XsNode(i == 0 ? value : [], [], 0, perms, 0);
+                if (!StoreNode(path, created))
+                {
+                    return null;
+                }
+
                 AddEntries(created.Owner, +1);
                 parent = ReadNode(path)!;
                 parentPath = path;
@@ -498,8 +681,9 @@ internal static class XenStoreCore
         private void DeliverWatches(string name, bool exact, XsNode? node, ImmutableArray<XsPerm> oldPerms, List<XsWatchEvent> into)
         {
             var special = name.StartsWith('@');
-            foreach (var c in AllConnections())
+            foreach (var (id, other) in others)
             {
+                var c = id == conn.Id ? conn : other;
                 if (c.Watches.IsEmpty)
                 {
                     continue;
@@ -517,14 +701,6 @@ internal static class XenStoreCore
                         into.Add(new XsWatchEvent(c.Id, WatchPath(c, w, name), w.Token));
                     }
                 }
-            }
-        }
-
-        private IEnumerable<XsConnection> AllConnections()
-        {
-            foreach (var (id, c) in others)
-            {
-                yield return id == conn.Id ? conn : c;
             }
         }
 
@@ -559,7 +735,7 @@ internal static class XenStoreCore
             parent == "/" ||
             (child.StartsWith(parent, StringComparison.Ordinal) && (child.Length == parent.Length || child[parent.Length] == '/'));
 
-        private string WatchPath(XsConnection c, XsWatch w, string name)
+        private static string WatchPath(XsConnection c, XsWatch w, string name)
         {
             if (!w.Relative)
             {
@@ -573,23 +749,23 @@ internal static class XenStoreCore
 
         // ---- operations ----------------------------------------------------------------------
 
-        public byte[] Directory(byte[] payload)
-        {
-            var node = GetNode(Canon(XsWireCodec.OneArg(payload)), XsPermFlags.Read);
-            return node.ChildrenBytes();
-        }
+        public byte[]? Directory(ReadOnlySpan<byte> payload) =>
+            GetNode(PathArg(payload), XsPermFlags.Read)?.ChildrenBytes();
 
-        private string? Canon(string? name) => name is null ? null : Canonicalize(name);
-
-        public byte[] DirectoryPart(byte[] payload)
+        public byte[]? DirectoryPart(ReadOnlySpan<byte> payload)
         {
             if (XsWireCodec.CountStrings(payload) != 2)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
             var args = XsWireCodec.SplitStrings(payload, 2);
             var node = GetNode(Canonicalize(args[0]), XsPermFlags.Read);
+            if (node is null)
+            {
+                return null;
+            }
+
             var off = unchecked((uint)XsWireCodec.Atoi(args[1]));
             var gen = Encoding.ASCII.GetBytes(node.Generation.ToString(CultureInfo.InvariantCulture));
             var genLen = gen.Length + 1;
@@ -627,157 +803,230 @@ internal static class XenStoreCore
             return reply;
         }
 
-        public byte[] Read(byte[] payload) => GetNode(Canon(XsWireCodec.OneArg(payload)), XsPermFlags.Read).Value;
+        /// <summary>The node's own value array goes out as the reply: a READ copies nothing and builds nothing.</summary>
+        public byte[]? Read(ReadOnlySpan<byte> payload) => GetNode(PathArg(payload), XsPermFlags.Read)?.Value;
 
-        public byte[] Write(byte[] payload)
+        public byte[]? Write(ReadOnlySpan<byte> payload)
         {
-            var nul = Array.IndexOf(payload, (byte)0);
+            var nul = payload.IndexOf((byte)0);
             if (nul < 0)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
-            var name = Canonicalize(XsWireCodec.Latin1(payload.AsSpan(0, nul)));
-            var value = payload[(nul + 1)..];
+            var name = CanonicalPath(payload[..nul]);
             var node = GetNodeOrNull(name, XsPermFlags.Write);
+            if (Failed)
+            {
+                return null;
+            }
+
+            // The value is kept, so it is copied, but only once the write is allowed.
+            var value = payload[(nul + 1)..].ToArray();
+
             if (node is null)
             {
                 node = CreateNode(name, value);
+                if (node is null)
+                {
+                    return null;
+                }
             }
             else
             {
                 node = node with { Value = value };
-                StoreNode(name, node);
+                if (!StoreNode(name, node))
+                {
+                    return null;
+                }
             }
 
             FireWatches(name, exact: false, node);
             return Ok;
         }
 
-        public byte[] Mkdir(byte[] payload)
+        public byte[]? Mkdir(ReadOnlySpan<byte> payload)
         {
-            var name = Canon(XsWireCodec.OneArg(payload));
-            if (GetNodeOrNull(name, XsPermFlags.Write) is null)
+            var name = PathArg(payload);
+            var existing = GetNodeOrNull(name, XsPermFlags.Write);
+            if (Failed)
+            {
+                return null;
+            }
+
+            if (existing is null)
             {
                 var node = CreateNode(name!, []);
+                if (node is null)
+                {
+                    return null;
+                }
+
                 FireWatches(name!, exact: false, node);
             }
 
             return Ok;
         }
 
-        public byte[] Rm(byte[] payload)
+        public byte[]? Rm(ReadOnlySpan<byte> payload)
         {
-            var name = Canon(XsWireCodec.OneArg(payload));
-            if (GetNodeOrNull(name, XsPermFlags.Write) is null)
+            var name = PathArg(payload);
+            var existing = GetNodeOrNull(name, XsPermFlags.Write);
+            if (Failed)
+            {
+                return null;
+            }
+
+            if (existing is null)
             {
                 // Already gone: fine if the parent exists.
-                return ReadNode(Parent(name!)) is not null ? Ok : throw Fail(XsWire.XSD_ERROR_ENOENT);
+                var parent = ReadNode(Parent(name!));
+                return Failed ? null : parent is not null ? Ok : Fail(XsWire.XSD_ERROR_ENOENT);
             }
 
             if (name == "/")
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
-            RemoveTree(name!);
-            return Ok;
+            return RemoveTree(name!) ? Ok : null;
         }
 
         /// <summary>xenstored's rm_node: deletes the subtree bottom-up (children fire exact watches, the root fires for watchers of it and its ancestors) and unlinks it from its parent.</summary>
-        private void RemoveTree(string name)
+        private bool RemoveTree(string name)
         {
             var parentPath = Parent(name);
-            var parent = ReadNode(parentPath) ?? throw Fail(XsWire.XSD_ERROR_EINVAL);
-            DeleteSubtree(name, name);
-            StoreNode(parentPath, parent.RemoveChild(BaseName(name)), quotaCheck: false);
+            var parent = ReadNode(parentPath);
+            if (Failed)
+            {
+                return false;
+            }
+
+            if (parent is null)
+            {
+                return Refuse(XsWire.XSD_ERROR_EINVAL);
+            }
+
+            return DeleteSubtree(name, name)
+                && StoreNode(parentPath, parent.RemoveChild(BaseName(name)), quotaCheck: false);
         }
 
-        private void DeleteSubtree(string path, string root)
+        private bool DeleteSubtree(string path, string root)
         {
             var node = ReadNode(path);
             if (node is null)
             {
-                return;
+                return !Failed;
             }
 
             foreach (var child in node.Children)
             {
-                DeleteSubtree(Child(path, child), root);
+                if (!DeleteSubtree(Child(path, child), root))
+                {
+                    return false;
+                }
             }
 
-            DeleteNode(path);
+            if (!DeleteNode(path))
+            {
+                return false;
+            }
+
             FireWatches(path, exact: path != root, node);
             AddEntries(node.Owner, -1);
+            return true;
         }
 
-        public byte[] GetPerms(byte[] payload)
+        public byte[]? GetPerms(ReadOnlySpan<byte> payload)
         {
-            var node = GetNode(Canon(XsWireCodec.OneArg(payload)), XsPermFlags.Read);
-            return XsWireCodec.JoinStrings([.. node.Perms.Select(p => p.ToString())]);
+            var node = GetNode(PathArg(payload), XsPermFlags.Read);
+            return node is null ? null : XsWireCodec.JoinStrings([.. node.Perms.Select(p => p.ToString())]);
         }
 
-        public byte[] SetPerms(byte[] payload)
+        public byte[]? SetPerms(ReadOnlySpan<byte> payload)
         {
             var count = XsWireCodec.CountStrings(payload);
             if (count < 2)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
             if (!Privileged && count - 1 > Q.PermsPerNode)
             {
-                throw Fail(XsWire.XSD_ERROR_ENOSPC);
+                return Fail(XsWire.XSD_ERROR_ENOSPC);
             }
 
             var args = XsWireCodec.SplitStrings(payload);
             var perms = ImmutableArray.CreateBuilder<XsPerm>(count - 1);
             foreach (var s in args.Skip(1))
             {
-                perms.Add(XsPerm.TryParse(s, out var p) ? p : throw Fail(XsWire.XSD_ERROR_EINVAL));
+                if (!XsPerm.TryParse(s, out var p))
+                {
+                    return Fail(XsWire.XSD_ERROR_EINVAL);
+                }
+
+                perms.Add(p);
             }
 
             var newPerms = perms.MoveToImmutable();
             var name = args[0];
             if (name.StartsWith('@'))
             {
-                ref var special = ref name == "@releaseDomain" ? ref releasePerms
-                    : ref name == "@introduceDomain" ? ref introducePerms
-                    : ref ThrowRef(XsWire.XSD_ERROR_EINVAL);
-                const XsPermFlags need = XsPermFlags.Write | XsPermFlags.Owner;
-                if ((PermFor(conn, special) & need) != need)
+                var release = name == "@releaseDomain";
+                if (!release && name != "@introduceDomain")
                 {
-                    throw Fail(XsWire.XSD_ERROR_EACCES);
+                    return Fail(XsWire.XSD_ERROR_EINVAL);
                 }
 
-                special = newPerms;
+                const XsPermFlags need = XsPermFlags.Write | XsPermFlags.Owner;
+                if ((PermFor(conn, release ? releasePerms : introducePerms) & need) != need)
+                {
+                    return Fail(XsWire.XSD_ERROR_EACCES);
+                }
+
+                if (release)
+                {
+                    releasePerms = newPerms;
+                }
+                else
+                {
+                    introducePerms = newPerms;
+                }
+
                 return Ok;
             }
 
             var path = Canonicalize(name);
             var node = GetNode(path, XsPermFlags.Write | XsPermFlags.Owner);
+            if (node is null)
+            {
+                return null;
+            }
+
             if (!Privileged && newPerms[0].DomId != node.Owner)
             {
-                throw Fail(XsWire.XSD_ERROR_EPERM);
+                return Fail(XsWire.XSD_ERROR_EPERM);
             }
 
             var old = node.Perms;
             AddEntries(node.Owner, -1);
             AddEntries(newPerms[0].DomId, +1);
             node = node with { Perms = newPerms };
-            StoreNode(path, node);
+            if (!StoreNode(path, node))
+            {
+                return null;
+            }
+
             FireWatches(path, exact: false, node, old);
             return Ok;
         }
 
-        private static ref ImmutableArray<XsPerm> ThrowRef(string error) => throw Fail(error);
-
-        public byte[] Watch(byte[] payload)
+        public byte[]? Watch(ReadOnlySpan<byte> payload)
         {
             var args = XsWireCodec.SplitStrings(payload, 2);
             if (args.Count != 2 || XsWireCodec.CountStrings(payload) != 2)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
             var (path, token) = (args[0], args[1]);
@@ -787,7 +1036,7 @@ internal static class XenStoreCore
                 relative = false;
                 if (path.Length > XsWire.XENSTORE_REL_PATH_MAX)
                 {
-                    throw Fail(XsWire.XSD_ERROR_EINVAL);
+                    return Fail(XsWire.XSD_ERROR_EINVAL);
                 }
             }
             else
@@ -796,18 +1045,21 @@ internal static class XenStoreCore
                 path = Canonicalize(path);
                 if (!IsValidNodeName(path, Q.MaxPathLength))
                 {
-                    throw Fail(XsWire.XSD_ERROR_EINVAL);
+                    return Fail(XsWire.XSD_ERROR_EINVAL);
                 }
             }
 
-            if (conn.Watches.Any(w => w.Node == path && w.Token == token))
+            foreach (var w in conn.Watches)
             {
-                throw Fail(XsWire.XSD_ERROR_EEXIST);
+                if (w.Node == path && w.Token == token)
+                {
+                    return Fail(XsWire.XSD_ERROR_EEXIST);
+                }
             }
 
             if (!Privileged && WatchesOfDomain() > Q.WatchesPerDomain)
             {
-                throw Fail(XsWire.XSD_ERROR_E2BIG);
+                return Fail(XsWire.XSD_ERROR_E2BIG);
             }
 
             var watch = new XsWatch(path, token, relative);
@@ -818,34 +1070,53 @@ internal static class XenStoreCore
             return Ok;
         }
 
-        private int WatchesOfDomain() =>
-            AllConnections().Where(c => c.DomId == DomId).Sum(c => c.Watches.Count);
+        private int WatchesOfDomain()
+        {
+            var count = 0;
+            foreach (var (id, other) in others)
+            {
+                var c = id == conn.Id ? conn : other;
+                if (c.DomId == DomId)
+                {
+                    count += c.Watches.Count;
+                }
+            }
 
-        public byte[] Unwatch(byte[] payload)
+            return count;
+        }
+
+        public byte[]? Unwatch(ReadOnlySpan<byte> payload)
         {
             var args = XsWireCodec.SplitStrings(payload, 2);
             if (args.Count != 2 || XsWireCodec.CountStrings(payload) != 2)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
             var path = Canonicalize(args[0]);
-            var watch = conn.Watches.FirstOrDefault(w => w.Node == path && w.Token == args[1])
-                ?? throw Fail(XsWire.XSD_ERROR_ENOENT);
-            conn = conn with { Watches = conn.Watches.Remove(watch) };
-            return Ok;
+            var token = args[1];
+            foreach (var w in conn.Watches)
+            {
+                if (w.Node == path && w.Token == token)
+                {
+                    conn = conn with { Watches = conn.Watches.Remove(w) };
+                    return Ok;
+                }
+            }
+
+            return Fail(XsWire.XSD_ERROR_ENOENT);
         }
 
-        public byte[] TransactionStart()
+        public byte[]? TransactionStart()
         {
             if (tx is not null)
             {
-                throw Fail(XsWire.XSD_ERROR_EBUSY);
+                return Fail(XsWire.XSD_ERROR_EBUSY);
             }
 
             if (!Privileged && conn.Transactions.Count > Q.TransactionsPerConnection)
             {
-                throw Fail(XsWire.XSD_ERROR_ENOSPC);
+                return Fail(XsWire.XSD_ERROR_ENOSPC);
             }
 
             var id = conn.NextTransactionId;
@@ -863,15 +1134,19 @@ internal static class XenStoreCore
             return XsWireCodec.String(id.ToString(CultureInfo.InvariantCulture));
         }
 
-        public byte[] TransactionEnd(byte[] payload)
+        public byte[]? TransactionEnd(ReadOnlySpan<byte> payload)
         {
             var arg = XsWireCodec.OneArg(payload);
             if (arg is not ("T" or "F"))
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
-            var t = tx ?? throw Fail(XsWire.XSD_ERROR_ENOENT);
+            if (tx is not { } t)
+            {
+                return Fail(XsWire.XSD_ERROR_ENOENT);
+            }
+
             tx = null;
             conn = conn with { Transactions = conn.Transactions.Remove(t.Id) };
 
@@ -888,7 +1163,7 @@ internal static class XenStoreCore
                 {
                     if (entries.GetValueOrDefault(domid) + delta >= Q.EntriesPerDomain)
                     {
-                        throw Fail(XsWire.XSD_ERROR_ENOSPC);
+                        return Fail(XsWire.XSD_ERROR_ENOSPC);
                     }
                 }
             }
@@ -898,7 +1173,7 @@ internal static class XenStoreCore
                 var now = nodes.TryGetValue(path, out var n) ? n.Generation : NoGeneration;
                 if (now != access.Generation)
                 {
-                    throw Fail(XsWire.XSD_ERROR_EAGAIN);
+                    return Fail(XsWire.XSD_ERROR_EAGAIN);
                 }
             }
 
@@ -922,33 +1197,38 @@ internal static class XenStoreCore
             return Ok;
         }
 
-        public byte[] GetDomainPath(byte[] payload)
+        public byte[]? GetDomainPath(ReadOnlySpan<byte> payload)
         {
-            var arg = XsWireCodec.OneArg(payload) ?? throw Fail(XsWire.XSD_ERROR_EINVAL);
-            return XsWireCodec.String(HomePath(unchecked((uint)XsWireCodec.Atoi(arg))));
+            var arg = XsWireCodec.OneArg(payload);
+            return arg is null ? Fail(XsWire.XSD_ERROR_EINVAL) : XsWireCodec.String(HomePath(unchecked((uint)XsWireCodec.Atoi(arg))));
         }
 
-        public byte[] IsDomainIntroduced(byte[] payload)
+        public byte[]? IsDomainIntroduced(ReadOnlySpan<byte> payload)
         {
-            var arg = XsWireCodec.OneArg(payload) ?? throw Fail(XsWire.XSD_ERROR_EINVAL);
+            var arg = XsWireCodec.OneArg(payload);
+            if (arg is null)
+            {
+                return Fail(XsWire.XSD_ERROR_EINVAL);
+            }
+
             var domid = unchecked((uint)XsWireCodec.Atoi(arg));
             var yes = domid == XenStoreLimits.DomidSelf || (domains.TryGetValue(domid, out var d) && d.Introduced);
             return XsWireCodec.String(yes ? "T" : "F");
         }
 
-        public byte[] Introduce(byte[] payload)
+        public byte[]? Introduce(ReadOnlySpan<byte> payload)
         {
             var args = XsWireCodec.SplitStrings(payload, 3);
             if (args.Count < 3)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
             var domid = unchecked((uint)XsWireCodec.Atoi(args[0]));
             var port = XsWireCodec.Atoi(args[2]);
             if (port <= 0 || domid >= XenStoreLimits.DomidFirstReserved)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
             if (!(domains.TryGetValue(domid, out var d) && d.Introduced))
@@ -963,27 +1243,45 @@ internal static class XenStoreCore
             return Ok;
         }
 
-        private XsDomain IntroducedDomainArg(byte[] payload)
+        /// <summary>The introduced domain the payload names; null (refused) if it names none.</summary>
+        private XsDomain? IntroducedDomainArg(ReadOnlySpan<byte> payload)
         {
-            var arg = XsWireCodec.OneArg(payload) ?? throw Fail(XsWire.XSD_ERROR_EINVAL);
+            var arg = XsWireCodec.OneArg(payload);
+            if (arg is null)
+            {
+                Refuse(XsWire.XSD_ERROR_EINVAL);
+                return null;
+            }
+
             var domid = unchecked((uint)XsWireCodec.Atoi(arg));
             if (domid == 0)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                Refuse(XsWire.XSD_ERROR_EINVAL);
+                return null;
             }
 
-            return domains.TryGetValue(domid, out var d) && d.Introduced ? d : throw Fail(XsWire.XSD_ERROR_ENOENT);
+            if (domains.TryGetValue(domid, out var d) && d.Introduced)
+            {
+                return d;
+            }
+
+            Refuse(XsWire.XSD_ERROR_ENOENT);
+            return null;
         }
 
-        public byte[] Release(byte[] payload)
+        public byte[]? Release(ReadOnlySpan<byte> payload)
         {
-            var d = IntroducedDomainArg(payload);
+            if (IntroducedDomainArg(payload) is not { } d)
+            {
+                return null;
+            }
+
             domains = domains.Remove(d.DomId);
 
             // destroy_domain: the domain's nodes go (keep_orphans is off by default) ...
-            if (entries.GetValueOrDefault(d.DomId) > 0)
+            if (entries.GetValueOrDefault(d.DomId) > 0 && !RemoveOwnedBy(d.DomId, "/"))
             {
-                RemoveOwnedBy(d.DomId, "/");
+                return null;
             }
 
             entries = entries.Remove(d.DomId);
@@ -1003,24 +1301,28 @@ internal static class XenStoreCore
             return Ok;
         }
 
-        private void RemoveOwnedBy(uint domid, string path)
+        private bool RemoveOwnedBy(uint domid, string path)
         {
             var node = nodes.GetValueOrDefault(path);
             if (node is null)
             {
-                return;
+                return true;
             }
 
             if (path != "/" && node.Owner == domid)
             {
-                RemoveTree(path);
-                return;
+                return RemoveTree(path);
             }
 
             foreach (var child in node.Children)
             {
-                RemoveOwnedBy(domid, Child(path, child));
+                if (!RemoveOwnedBy(domid, Child(path, child)))
+                {
+                    return false;
+                }
             }
+
+            return true;
         }
 
         private static ImmutableArray<XsPerm> WithoutDomain(ImmutableArray<XsPerm> perms, uint domid)
@@ -1029,18 +1331,14 @@ internal static class XenStoreCore
             return [owner, .. perms.Skip(1).Where(p => p.DomId != domid)];
         }
 
-        public byte[] Resume(byte[] payload)
-        {
-            IntroducedDomainArg(payload);
-            return Ok;
-        }
+        public byte[]? Resume(ReadOnlySpan<byte> payload) => IntroducedDomainArg(payload) is null ? null : Ok;
 
-        public byte[] SetTarget(byte[] payload)
+        public byte[]? SetTarget(ReadOnlySpan<byte> payload)
         {
             var args = XsWireCodec.SplitStrings(payload, 2);
             if (args.Count < 2)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
             var domid = unchecked((uint)XsWireCodec.Atoi(args[0]));
@@ -1048,26 +1346,26 @@ internal static class XenStoreCore
             if (!domains.TryGetValue(domid, out var d) || !d.Introduced ||
                 !domains.TryGetValue(target, out var t) || !t.Introduced)
             {
-                throw Fail(XsWire.XSD_ERROR_ENOENT);
+                return Fail(XsWire.XSD_ERROR_ENOENT);
             }
 
             domains = domains.SetItem(domid, d with { Target = target });
             return Ok;
         }
 
-        public byte[] ResetWatches()
+        public byte[]? ResetWatches()
         {
             conn = conn with { Watches = [], Transactions = ImmutableDictionary<uint, XsTransaction>.Empty };
             tx = null;
             return Ok;
         }
 
-        public byte[] Control(byte[] payload)
+        public byte[]? Control(ReadOnlySpan<byte> payload)
         {
             var args = XsWireCodec.SplitStrings(payload);
             if (args.Count == 0)
             {
-                throw Fail(XsWire.XSD_ERROR_EINVAL);
+                return Fail(XsWire.XSD_ERROR_EINVAL);
             }
 
             switch (args[0])
@@ -1077,7 +1375,7 @@ internal static class XenStoreCore
                 case "help" when args.Count == 1:
                     return XsWireCodec.String("Supported commands:\nhelp\nprint <string>\n");
                 default:
-                    throw Fail(XsWire.XSD_ERROR_EINVAL);
+                    return Fail(XsWire.XSD_ERROR_EINVAL);
             }
         }
     }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Paravirt.Core.Abi.Io;
@@ -30,12 +31,15 @@ internal sealed class XenStoreRing : IDisposable
     private readonly int quota;
     private readonly Lock gate = new();
     private readonly Lock outboxGate = new();
-    private readonly Queue<byte[]> outbox = new();
+    // Encoded messages waiting for room in the response ring, in arrays from the shared pool (given
+    // back once written), so a served request allocates nothing.
+    private readonly Queue<(byte[] Bytes, int Length)> outbox = new();
     private readonly SemaphoreSlim kick = new(0);
     private readonly CancellationTokenSource stop = new();
     private readonly byte[] header = new byte[XsWireCodec.HeaderSize];
     private int headerUsed;
-    private byte[]? body;
+    private readonly byte[] body = new byte[XsWire.XENSTORE_PAYLOAD_MAX];
+    private int bodyLength;
     private int bodyUsed;
     private int outboxOffset;
     private int kicked;
@@ -89,9 +93,12 @@ internal sealed class XenStoreRing : IDisposable
     // Called by the store under its lock: queue only.
     private void Enqueue(XsMessage message)
     {
+        var length = XsWireCodec.EncodedLength(message);
+        var bytes = ArrayPool<byte>.Shared.Rent(length);
+        XsWireCodec.Encode(message, bytes);
         lock (outboxGate)
         {
-            outbox.Enqueue(XsWireCodec.Encode(message));
+            outbox.Enqueue((bytes, length));
         }
 
         if (Interlocked.Exchange(ref kicked, 1) == 0)
@@ -202,13 +209,13 @@ internal sealed class XenStoreRing : IDisposable
                     return true;
                 }
 
-                body = new byte[len];
+                bodyLength = (int)len;
                 bodyUsed = 0;
             }
 
-            if (bodyUsed < body!.Length)
+            if (bodyUsed < bodyLength)
             {
-                var n = requests.Read(body.AsSpan(bodyUsed));
+                var n = requests.Read(body.AsSpan(bodyUsed, bodyLength - bodyUsed));
                 if (n < 0)
                 {
                     Ignore(XsWire.XENSTORE_ERROR_RINGIDX);
@@ -217,20 +224,20 @@ internal sealed class XenStoreRing : IDisposable
 
                 moved |= n > 0;
                 bodyUsed += n;
-                if (bodyUsed < body.Length)
+                if (bodyUsed < bodyLength)
                 {
                     break;
                 }
             }
 
-            var request = new XsMessage(
+            // The request was copied out of the shared ring into our own buffer once; the store
+            // parses only that copy.
+            var request = new XsHeader(
                 BinaryPrimitives.ReadUInt32LittleEndian(header),
                 BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(4)),
-                BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(8)),
-                body);
+                BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(8)));
             headerUsed = 0;
-            body = null;
-            server.Submit(ConnectionId, request);
+            server.Submit(ConnectionId, request, body.AsSpan(0, bodyLength));
             moved |= Flush();
         }
 
@@ -242,16 +249,16 @@ internal sealed class XenStoreRing : IDisposable
         var moved = false;
         while (!ignored)
         {
-            byte[] front;
+            (byte[] Bytes, int Length) front;
             lock (outboxGate)
             {
-                if (!outbox.TryPeek(out front!))
+                if (!outbox.TryPeek(out front))
                 {
                     break;
                 }
             }
 
-            var n = responses.Write(front.AsSpan(outboxOffset));
+            var n = responses.Write(front.Bytes.AsSpan(outboxOffset, front.Length - outboxOffset));
             if (n < 0)
             {
                 Ignore(XsWire.XENSTORE_ERROR_RINGIDX);
@@ -272,6 +279,8 @@ internal sealed class XenStoreRing : IDisposable
                 {
                     outbox.Dequeue();
                 }
+
+                ArrayPool<byte>.Shared.Return(front.Bytes);
             }
         }
 

@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Threading.Channels;
+using Paravirt.Core.Abi.Io;
 
 namespace Paravirt.Core.XenStore;
 
@@ -92,6 +93,9 @@ public sealed class XenStoreSocketServer : IAsyncDisposable
         var id = Store.Connect(0, outbox.Add);
         using var writerStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var flusher = outbox.FlushOnKickAsync(writerStop.Token);
+
+        // Each request's payload is copied here and processed before the next is read.
+        var payload = new byte[XsWire.XENSTORE_PAYLOAD_MAX];
         try
         {
             while (true)
@@ -100,9 +104,9 @@ public sealed class XenStoreSocketServer : IAsyncDisposable
                 var buffer = read.Buffer;
                 XsReadStatus status;
                 outbox.Submitting = true;
-                while ((status = XsWireCodec.TryRead(ref buffer, out var request)) == XsReadStatus.Message)
+                while ((status = XsWireCodec.TryRead(ref buffer, payload, out var header, out var length)) == XsReadStatus.Message)
                 {
-                    Store.Submit(id, request);
+                    Store.Submit(id, header, payload.AsSpan(0, length));
                 }
 
                 outbox.Submitting = false;

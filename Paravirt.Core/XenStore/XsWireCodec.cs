@@ -25,7 +25,10 @@ internal readonly record struct XsMessage(uint Type, uint ReqId, uint TxId, byte
         $"{Kind} req {ReqId} tx {TxId} \"{Encoding.ASCII.GetString(Payload).Replace('\0', '|')}\"";
 }
 
-/// <summary>Outcome of <see cref="XsWireCodec.TryRead"/>.</summary>
+/// <summary>The fields of an <see cref="xsd_sockmsg"/> header other than <c>len</c>.</summary>
+internal readonly record struct XsHeader(uint Type, uint ReqId, uint TxId);
+
+/// <summary>Outcome of <see cref="XsWireCodec.TryRead(ref ReadOnlySequence{byte}, out XsMessage)"/>.</summary>
 internal enum XsReadStatus
 {
     /// <summary>A whole message was taken from the buffer.</summary>
@@ -76,6 +79,48 @@ internal static class XsWireCodec
             BinaryPrimitives.ReadUInt32LittleEndian(header[4..]),
             BinaryPrimitives.ReadUInt32LittleEndian(header[8..]),
             payload);
+        buffer = buffer.Slice(HeaderSize + len);
+        return XsReadStatus.Message;
+    }
+
+    /// <summary>
+    /// As <see cref="TryRead(ref ReadOnlySequence{byte}, out XsMessage)"/>, copying the payload into
+    /// <paramref name="payload"/> (at least <see cref="XsWire.XENSTORE_PAYLOAD_MAX"/> bytes) instead of
+    /// a new array: a transport that reuses one buffer reads requests without allocating.
+    /// </summary>
+    public static XsReadStatus TryRead(ref ReadOnlySequence<byte> buffer, Span<byte> payload, out XsHeader header, out int length)
+    {
+        header = default;
+        length = 0;
+        if (payload.Length < XsWire.XENSTORE_PAYLOAD_MAX)
+        {
+            throw new ArgumentException($"the payload buffer must hold {XsWire.XENSTORE_PAYLOAD_MAX} bytes, it has {payload.Length}", nameof(payload));
+        }
+
+        if (buffer.Length < HeaderSize)
+        {
+            return XsReadStatus.NeedMore;
+        }
+
+        Span<byte> head = stackalloc byte[HeaderSize];
+        buffer.Slice(0, HeaderSize).CopyTo(head);
+        var len = BinaryPrimitives.ReadUInt32LittleEndian(head[12..]);
+        if (len > XsWire.XENSTORE_PAYLOAD_MAX)
+        {
+            return XsReadStatus.TooLong;
+        }
+
+        if (buffer.Length < HeaderSize + len)
+        {
+            return XsReadStatus.NeedMore;
+        }
+
+        buffer.Slice(HeaderSize, len).CopyTo(payload);
+        header = new XsHeader(
+            BinaryPrimitives.ReadUInt32LittleEndian(head),
+            BinaryPrimitives.ReadUInt32LittleEndian(head[4..]),
+            BinaryPrimitives.ReadUInt32LittleEndian(head[8..]));
+        length = (int)len;
         buffer = buffer.Slice(HeaderSize + len);
         return XsReadStatus.Message;
     }

@@ -22,6 +22,10 @@ internal sealed class BlkifRequestSlot : IThreadPoolWorkItem
         _connection = connection;
         ToGuest = window => Buffer.AsSpan(_copyOffset, window.Length).CopyTo(window);
         FromGuest = window => window.CopyTo(Buffer.AsSpan(_copyOffset, window.Length));
+        if (connection.SynchronousDevice is { } disk)
+        {
+            DiskToGuest = window => disk.Read(_diskSector, window);
+        }
     }
 
     /// <summary>The request as copied out of the ring, once.</summary>
@@ -41,6 +45,21 @@ internal sealed class BlkifRequestSlot : IThreadPoolWorkItem
 
     public FrameAction FromGuest { get; }
 
+    /// <summary>
+    /// For a <see cref="ISynchronousBlockDevice"/>: a grant copy whose source is the disk, read at
+    /// <see cref="AtSector"/> straight into the granted page (made once per slot).
+    /// </summary>
+    public FrameAction? DiskToGuest { get; }
+
+    private long _diskSector;
+
+    /// <summary>Which disk sector <see cref="DiskToGuest"/> reads next.</summary>
+    public BlkifRequestSlot AtSector(long sector)
+    {
+        _diskSector = sector;
+        return this;
+    }
+
     /// <summary>Where in <see cref="Buffer"/> the next grant copy goes.</summary>
     public BlkifRequestSlot At(int offset)
     {
@@ -48,5 +67,5 @@ internal sealed class BlkifRequestSlot : IThreadPoolWorkItem
         return this;
     }
 
-    public void Execute() => _ = _connection.ExecuteAsync(this);
+    public void Execute() => _connection.Execute(this);
 }

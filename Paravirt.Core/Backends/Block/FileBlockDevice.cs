@@ -7,7 +7,7 @@ namespace Paravirt.Core.Backends.Block;
 /// <see cref="RandomAccess"/> at explicit offsets (no shared file position, so requests run
 /// concurrently). A flush is <see cref="RandomAccess.FlushToDisk"/> (fsync); a discard writes zeros.
 /// </summary>
-public sealed class FileBlockDevice : IBlockDevice
+public sealed class FileBlockDevice : IBlockDevice, ISynchronousBlockDevice
 {
     private static readonly ReadOnlyMemory<byte> Zeros = new byte[64 * 1024];
     private readonly SafeFileHandle _handle;
@@ -72,6 +72,30 @@ public sealed class FileBlockDevice : IBlockDevice
             destination = destination[n..];
             offset += n;
         }
+    }
+
+    void ISynchronousBlockDevice.Read(long sector, Span<byte> destination)
+    {
+        BlockDevice.CheckRange(this, sector, destination.Length);
+        var offset = sector * SectorSize;
+        while (!destination.IsEmpty)
+        {
+            var n = RandomAccess.Read(_handle, destination, offset);
+            if (n == 0)
+            {
+                throw new IOException($"'{Path}' ended at byte {offset}, inside the disk of {SectorCount} sectors (was it truncated?)");
+            }
+
+            destination = destination[n..];
+            offset += n;
+        }
+    }
+
+    void ISynchronousBlockDevice.Write(long sector, ReadOnlySpan<byte> source)
+    {
+        BlockDevice.CheckWritable(this);
+        BlockDevice.CheckRange(this, sector, source.Length);
+        RandomAccess.Write(_handle, source, sector * SectorSize);
     }
 
     public ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)

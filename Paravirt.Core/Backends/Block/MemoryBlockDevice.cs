@@ -1,7 +1,7 @@
 namespace Paravirt.Core.Backends.Block;
 
 /// <summary>A disk in a byte array the host owns (<see cref="BlockDevice.InMemory(byte[], bool, int)"/>). Every operation completes synchronously.</summary>
-public sealed class MemoryBlockDevice : IBlockDevice
+public sealed class MemoryBlockDevice : IBlockDevice, ISynchronousBlockDevice
 {
     private readonly byte[] _bytes;
 
@@ -42,6 +42,19 @@ public sealed class MemoryBlockDevice : IBlockDevice
         BlockDevice.CheckRange(this, sector, destination.Length);
         _bytes.AsSpan((int)(sector * SectorSize), destination.Length).CopyTo(destination.Span);
         return ValueTask.CompletedTask;
+    }
+
+    void ISynchronousBlockDevice.Read(long sector, Span<byte> destination)
+    {
+        BlockDevice.CheckRange(this, sector, destination.Length);
+        _bytes.AsSpan((int)(sector * SectorSize), destination.Length).CopyTo(destination);
+    }
+
+    void ISynchronousBlockDevice.Write(long sector, ReadOnlySpan<byte> source)
+    {
+        BlockDevice.CheckWritable(this);
+        BlockDevice.CheckRange(this, sector, source.Length);
+        source.CopyTo(_bytes.AsSpan((int)(sector * SectorSize), source.Length));
     }
 
     public ValueTask WriteAsync(long sector, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
