@@ -321,6 +321,43 @@ public sealed class Domain
         }
     }
 
+    /// <summary>
+    /// Starts <paramref name="vcpu"/> on an engine other than the managed one (the PV interpreter):
+    /// a Created domain becomes Running as <see cref="Start"/> makes it, and the thread
+    /// <paramref name="start"/> returns is joined by <see cref="Destroy"/>.
+    /// </summary>
+    internal void StartEngineVcpu(Vcpu vcpu, Func<Thread> start)
+    {
+        bool started;
+        lock (_stateLock)
+        {
+            if (!IsAliveState(_state))
+            {
+                throw new InvalidOperationException($"domain {Id} ({Name}) is {_state}; its vCPUs cannot be started");
+            }
+
+            started = _state == DomainState.Created;
+            if (started)
+            {
+                _state = DomainState.Running;
+            }
+        }
+
+        if (started)
+        {
+            StateChanged?.Invoke(this, DomainState.Running);
+        }
+
+        vcpu.IsInitialised = true;
+        vcpu.SetDown(false);
+        vcpu.HasThread = true;
+        var thread = start();
+        lock (_threads)
+        {
+            _threads.Add(thread);
+        }
+    }
+
     /// <summary>Xen's domain_lock: serialises vCPU initialise, up, down and vcpu_info registration.</summary>
     internal Lock VcpuLock { get; } = new();
 
