@@ -47,6 +47,9 @@ internal sealed partial class PvCpu
                 return true;
             case Mnemonic.Out:
                 return IoplOk(kernel);
+            case Mnemonic.Mov when instruction.Op0Kind == OpKind.Register && instruction.Op0Register is Register.ES or Register.SS or Register.DS or Register.FS or Register.GS:
+                // Not privileged on hardware: the interpreter hands segment loads to the machine, which owns the descriptors.
+                return instruction.Op1Kind == OpKind.Register && LoadSegment(instruction.Op0Register, (ushort)ReadRegister(instruction.Op1Register));
         }
 
         if (!kernel)
@@ -85,6 +88,40 @@ internal sealed partial class PvCpu
             default:
                 return false;
         }
+    }
+
+    /// <summary>
+    /// A data or stack segment load at the guest's ring 3, as the CPU checks it against Xen's GDT:
+    /// the null selector (not for SS), Xen's flat ring-3 selectors, or an RPL-3 selector inside the
+    /// guest's own GDT (set_gdt; the descriptor itself is not interpreted). In 64-bit mode the base
+    /// is 0 for all of them; loading FS or GS therefore zeroes that base, as on hardware.
+    /// </summary>
+    private bool LoadSegment(Register segment, ushort selector)
+    {
+        var flat = selector is ArchX86.FLAT_RING3_DS32 or ArchX86.FLAT_RING3_CS64 or ArchX86.FLAT_RING3_CS32;
+        var guest = (selector & 3) == 3 && (selector & 4) == 0 && (selector >> 3) is > 0 and var index && index < GdtEntries;
+        var ok = selector < 4 ? segment != Register.SS : flat || guest;
+        if (!ok)
+        {
+            return false;
+        }
+
+        switch (segment)
+        {
+            case Register.ES: State.Es = selector; break;
+            case Register.SS: State.Ss = selector; break;
+            case Register.DS: State.Ds = selector; break;
+            case Register.FS:
+                State.Fs = selector;
+                State.FsBase = 0;
+                break;
+            default:
+                State.Gs = selector;
+                State.GsBase = 0;
+                break;
+        }
+
+        return true;
     }
 
     /// <summary>iopl_ok: guest kernel mode counts as ring 1 (ring 0 with architectural IOPL), user mode as ring 3.</summary>

@@ -258,6 +258,40 @@ public sealed class PvEngineTests : IDisposable
     }
 
     [Fact]
+    public async Task Segment_Loads_Take_Null_And_Xens_Flat_Selectors_And_GP_Otherwise()
+    {
+        var k = NewKernel();
+        k.Load(a =>
+        {
+            var gp = a.CreateLabel();
+            k.SetTrapTable(a, Traps, (Vectors.GP, 0, gp));
+            a.mov(eax, ArchX86.FLAT_USER_DS32);
+            a.mov(ds, ax);
+            a.xor(eax, eax);
+            a.mov(es, ax);
+            a.mov(rax, 0x7000);
+            a.mov(rcx, rax);
+            K.Hypercall(a, Xen.__HYPERVISOR_set_segment_base, (ulong)ArchX86.SEGBASE_FS, 0x7000);
+            a.mov(eax, 0x1233); // RPL 3, but no guest GDT: #GP
+            a.mov(fs, ax);
+            a.mov(ax, ds);
+            a.mov(__qword_ptr[Out], rax);
+            k.Shutdown(a, Scratch);
+
+            a.Label(ref gp);
+            a.inc(__qword_ptr[Out + 8]);
+            a.add(__qword_ptr[rsp + 24], 2); // mov fs, ax is 2 bytes
+            K.IretFromBounce(a, errorCode: true);
+        });
+
+        var exit = await k.RunAsync();
+
+        exit.State.Should().Be(DomainState.Shutdown, exit.Reason);
+        k.ReadU64(Out).Should().Be((ulong)ArchX86.FLAT_USER_DS32);
+        k.ReadU64(Out + 8).Should().Be(1, "only the selector outside every GDT faults");
+    }
+
+    [Fact]
     public async Task Fpu_Taskswitch_Makes_The_Next_Sse_Instruction_Raise_NM_Once()
     {
         var k = NewKernel();
