@@ -358,6 +358,9 @@ public sealed class Domain
         }
     }
 
+    /// <summary>How VCPUOP_up starts a secondary vCPU's first thread on a non-managed engine (set by the PV engine); 0 or -errno.</summary>
+    internal Func<Vcpu, long>? EngineSecondaryStart { get; set; }
+
     /// <summary>Xen's domain_lock: serialises vCPU initialise, up, down and vcpu_info registration.</summary>
     internal Lock VcpuLock { get; } = new();
 
@@ -383,6 +386,11 @@ public sealed class Domain
             {
                 vcpu.SetDown(false); // the parked thread resumes
                 return 0;
+            }
+
+            if (EngineSecondaryStart is { } engine)
+            {
+                return engine(vcpu);
             }
 
             var kernel = Kernel;

@@ -34,7 +34,47 @@ public static class PvEngine
             throw new InvalidOperationException($"vCPU {vcpu.Id} of domain {domain.Id} has no page tables: set its kernel base (PvMemory.SetKernelBase) before starting it");
         }
 
-        var cpu = new PvCpu(domain, vcpu, entry, options ?? new PvEngineOptions());
+        options ??= new PvEngineOptions();
+        var cpu = new PvCpu(domain, vcpu, entry, options);
+        domain.EngineSecondaryStart ??= v => StartSecondary(domain, v, options);
+        StartThread(domain, vcpu, cpu);
+    }
+
+    /// <summary>
+    /// VCPUOP_up of a secondary vCPU on a PV-engine domain: its VCPUOP_initialise context's page
+    /// tables go through the memory model (<see cref="PvEngineOptions.NewGuestCr3"/> for ctrlreg[3],
+    /// <see cref="PvEngineOptions.NewGuestUserCr3"/> for ctrlreg[1]), then it starts on its own thread
+    /// with the context's registers, trap table, kernel stack and segment bases. -EINVAL when a base
+    /// is refused or no hook is set.
+    /// </summary>
+    private static unsafe long StartSecondary(Domain domain, Vcpu vcpu, PvEngineOptions options)
+    {
+        if (vcpu.InitialGuestContext is not { } box)
+        {
+            return -(long)Abi.Errno.EINVAL;
+        }
+
+        var c = box.Value;
+        var kernelBase = c.ctrlreg[3] >> 12; // xen_cr3_to_pfn
+        var userBase = c.ctrlreg[1] >> 12;
+        if (options.NewGuestCr3 is not { } setKernel || setKernel(vcpu, kernelBase) != 0)
+        {
+            return -(long)Abi.Errno.EINVAL;
+        }
+
+        if (userBase != 0 && (options.NewGuestUserCr3 is not { } setUser || setUser(vcpu, userBase) != 0))
+        {
+            return -(long)Abi.Errno.EINVAL;
+        }
+
+        var cpu = new PvCpu(domain, vcpu, new PvEntry(c.user_regs.rip, c.user_regs.rsp, c.user_regs.rsi), options);
+        cpu.LoadContext(in c);
+        StartThread(domain, vcpu, cpu);
+        return 0;
+    }
+
+    private static void StartThread(Domain domain, Vcpu vcpu, PvCpu cpu)
+    {
         domain.StartEngineVcpu(vcpu, () =>
         {
             vcpu.Pv.Engine = cpu;

@@ -20,6 +20,12 @@ public sealed record PvEngineOptions
     public Func<Vcpu, ulong, long>? NewGuestCr3 { get; init; }
 
     /// <summary>
+    /// A secondary vCPU's user page-table base from its VCPUOP_initialise context (ctrlreg[1]), as
+    /// MMUEXT_NEW_USER_BASEPTR; 0 or a negative errno. Unset: a context with a user base cannot go up.
+    /// </summary>
+    public Func<Vcpu, ulong, long>? NewGuestUserCr3 { get; init; }
+
+    /// <summary>
     /// <c>update_descriptor</c>: true when the machine frame's page type allows a
     /// descriptor write (Xen: a segment-descriptor page, or a page that can take the writable type
     /// — never a page table). Unset: update_descriptor answers -EINVAL.

@@ -228,6 +228,80 @@ public sealed class PvHypercallTests : IDisposable
     }
 
     [Fact]
+    public async Task Vcpuop_Initialise_Online_Starts_A_Secondary_Vcpu_On_The_Engine_With_Its_Context()
+    {
+        var k = new K(_hv, "smp", vcpus: 2);
+        const ulong secondaryVa = K.CodeVa + 0x8000;
+        const ulong contextVa = K.DataVa + 0x4000;
+        var bases = new List<(int Vcpu, ulong Mfn)>();
+        var context = new vcpu_guest_context
+        {
+            flags = ArchX86.VGCF_in_kernel | ArchX86.VGCF_online,
+            kernel_ss = ArchX86.FLAT_KERNEL_SS,
+            kernel_sp = K.StackTop - 0x4000,
+            fs_base = 0x6000,
+        };
+        context.user_regs.rip = secondaryVa;
+        context.user_regs.rsp = K.StackTop - 0x4000;
+        context.user_regs.rsi = 0x77;
+        context.user_regs.cs = ArchX86.FLAT_KERNEL_CS;
+        context.user_regs.ss = ArchX86.FLAT_KERNEL_SS;
+        context.user_regs.rflags = 0x202;
+        unsafe
+        {
+            context.ctrlreg[3] = k.KernelL4 << 12;
+        }
+
+        k.Write(contextVa, context);
+        k.Write(0x6000, 0xABCDUL);
+        k.LoadAt(secondaryVa, a =>
+        {
+            var spin = a.CreateLabel();
+            a.mov(__qword_ptr[Out + 8], rsi);
+            a.mov(rax, __qword_ptr.fs[0]);
+            a.mov(__qword_ptr[Out + 24], rax);
+            k.Print(a, K.DataVa + 0x3000, "secondary\n");
+            a.mov(__qword_ptr[Out], 1);
+            a.Label(ref spin);
+            a.pause();
+            a.jmp(spin);
+        });
+        k.Load(a =>
+        {
+            var wait = a.CreateLabel();
+            K.Hypercall(a, Xen.__HYPERVISOR_vcpu_op, (ulong)Paravirt.Core.Abi.VcpuOp.VCPUOP_initialise, 1, contextVa);
+            a.mov(__qword_ptr[Out + 16], rax);
+            a.Label(ref wait);
+            a.cmp(__qword_ptr[Out], 1);
+            a.jne(wait);
+            k.Shutdown(a, Scratch);
+        });
+
+        var exit = await k.RunAsync(new PvEngineOptions
+        {
+            NewGuestCr3 = (v, mfn) =>
+            {
+                lock (bases)
+                {
+                    bases.Add((v.Id, mfn));
+                }
+
+                v.Pv.KernelBaseMfn = mfn;
+                return 0;
+            },
+        });
+
+        exit.State.Should().Be(DomainState.Shutdown, exit.Reason);
+        k.ReadU64(Out + 16).Should().Be(0, "VCPUOP_initialise with VGCF_online brings vCPU 1 up");
+        k.ReadU64(Out + 8).Should().Be(0x77, "its registers come from the context");
+        k.ReadU64(Out + 24).Should().Be(0xABCD, "and its FS base");
+        bases.Should().Equal((1, k.KernelL4));
+        k.Domain.Meter.Hypercalls(Xen.__HYPERVISOR_console_io).Should().Be(1);
+        k.Domain.Destroy();
+        k.ConsoleLines().Should().Contain("secondary");
+    }
+
+    [Fact]
     public async Task A_Kernel_Stack_That_Cannot_Take_The_Bounce_Frame_Crashes_The_Domain()
     {
         var k = new K(_hv, "bad-stack");

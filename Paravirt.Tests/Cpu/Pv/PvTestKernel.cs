@@ -31,9 +31,9 @@ internal sealed class PvTestKernel
 
     private readonly List<ulong> _tables = [];
 
-    public PvTestKernel(Hypervisor hv, string name, int memoryMiB = 8)
+    public PvTestKernel(Hypervisor hv, string name, int memoryMiB = 8, int vcpus = 1)
     {
-        Domain = hv.CreateDomain(new DomainConfig { Name = name, MemoryMiB = memoryMiB, AutoTranslated = false });
+        Domain = hv.CreateDomain(new DomainConfig { Name = name, MemoryMiB = memoryMiB, AutoTranslated = false, Vcpus = vcpus });
         var nextPfn = Domain.Memory.TryRead(Domain.StartInfoAddress, out start_info si)
             ? si.pt_base >> 12
             : throw new InvalidOperationException("no start_info");
@@ -90,13 +90,16 @@ internal sealed class PvTestKernel
     public ulong Mfn(ulong pfn) => Domain.PhysMap.TryLookup(pfn, out var mfn, out _) ? mfn : throw new InvalidOperationException($"pfn {pfn} unmapped");
 
     /// <summary>Assembles <paramref name="program"/> (64-bit, at <see cref="CodeVa"/>) into the domain's memory.</summary>
-    public void Load(Action<Assembler> program)
+    public void Load(Action<Assembler> program) => LoadAt(CodeVa, program);
+
+    /// <summary>Assembles <paramref name="program"/> at <paramref name="va"/>.</summary>
+    public void LoadAt(ulong va, Action<Assembler> program)
     {
         var a = new Assembler(64);
         program(a);
         using var stream = new MemoryStream();
-        a.Assemble(new StreamCodeWriter(stream), CodeVa);
-        Domain.Memory.TryWrite(CodeVa, stream.ToArray()).Should().BeTrue();
+        a.Assemble(new StreamCodeWriter(stream), va);
+        Domain.Memory.TryWrite(va, stream.ToArray()).Should().BeTrue();
     }
 
     public void Write(ulong va, ReadOnlySpan<byte> bytes) => Domain.Memory.TryWrite(va, bytes).Should().BeTrue();
