@@ -152,7 +152,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
                     Syscall();
                     break;
                 case ExitReason.Exception:
-                    Exception(exit);
+                    OnException(exit);
                     break;
                 case ExitReason.Halt:
                     Crash($"hlt executed at CPL 0 at rip 0x{State.Rip:x}, which a PV vCPU never runs at");
@@ -258,17 +258,17 @@ internal sealed partial class PvCpu : IInterpreterPlatform
                 Unhandled(Vectors.UD, null, "syscall from user mode with no syscall callback");
             }
 
-            Bounce(ud.Address, TbfException | (ud.DisablesEvents ? TbfInterrupt : 0), 0, "#UD");
+            Bounce(ud.Address, TbfException | (ud.DisablesEvents ? TbfInterrupt : 0), 0, Vectors.UD);
             return;
         }
 
-        Bounce(callback, Vcpu.CallbackMasksEvents(Callback.CALLBACKTYPE_syscall) ? TbfInterrupt : 0, 0, "syscall");
+        Bounce(callback, Vcpu.CallbackMasksEvents(Callback.CALLBACKTYPE_syscall) ? TbfInterrupt : 0, 0, SyscallBounce);
         State.Rflags &= ~DF;
     }
 
     // ---- exceptions -----------------------------------------------------------------------------
 
-    private void Exception(CpuExit exit)
+    private void OnException(CpuExit exit)
     {
         var vector = exit.Vector;
         if (exit.SoftwareInterrupt)
@@ -335,7 +335,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
             Unhandled(vector, null, "int");
         }
 
-        Bounce(ti.Address, TbfException | (ti.DisablesEvents ? TbfInterrupt : 0), 0, $"int 0x{vector:x}");
+        Bounce(ti.Address, TbfException | (ti.DisablesEvents ? TbfInterrupt : 0), 0, vector);
     }
 
     /// <summary>pv_inject_hw_exception: through the guest's trap table, with an error code where the vector has one.</summary>
@@ -349,7 +349,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         }
 
         var flags = TbfException | (hasCode ? TbfExceptionErrcode : 0) | (ti.DisablesEvents ? TbfInterrupt : 0);
-        Bounce(ti.Address, flags, errorCode, VectorName(vector));
+        Bounce(ti.Address, flags, errorCode, vector);
     }
 
     /// <summary>Xen's "Unhandled: vec …" then a crash from create_bounce_frame's null bounce address.</summary>
@@ -360,6 +360,16 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         Crash($"unhandled {what} {VectorName(vector)} (vector {vector}) at rip 0x{State.Rip:x}"
             + $"{(errorCode is { } e ? $", error code 0x{e:x}" : "")}{cr2} in guest {(Vcpu.Pv.KernelMode ? "kernel" : "user")} mode: no handler in the trap table");
     }
+
+    // What a bounce delivers, for crash messages only (formatted when the domain crashes, never per bounce).
+    private const int EventBounce = -1, SyscallBounce = -2;
+
+    private static string BounceName(int what) => what switch
+    {
+        EventBounce => "event upcall",
+        SyscallBounce => "syscall",
+        _ => VectorName(what),
+    };
 
     private static string VectorName(int vector) => vector switch
     {
@@ -431,7 +441,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
             Crash($"an event upcall is pending and unmasked at rip 0x{State.Rip:x} but no event callback is registered");
         }
 
-        Bounce(callback, TbfInterrupt, 0, "event upcall");
+        Bounce(callback, TbfInterrupt, 0, EventBounce);
     }
 
     // ---- the bounce frame -----------------------------------------------------------------------
@@ -445,7 +455,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     /// guest is Xen's sysret path, so rcx = rip and r11 = rflags there. A fault writing the frame,
     /// a stack in Xen's range, or a null handler crashes the domain.
     /// </summary>
-    private void Bounce(ulong handler, int flags, uint errorCode, string what)
+    private void Bounce(ulong handler, int flags, uint errorCode, int what)
     {
         var cs = (ulong)State.Cs;
         var ss = (ulong)State.Ss;
@@ -465,12 +475,12 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         rsp &= ~0xFUL;
         if (rsp > ArchX86.HYPERVISOR_VIRT_START && rsp < ArchX86.HYPERVISOR_VIRT_END + 64)
         {
-            Crash($"{what} at rip 0x{State.Rip:x}: the guest kernel stack 0x{rsp:x} lies in Xen's reserved range");
+            Crash($"{BounceName(what)} at rip 0x{State.Rip:x}: the guest kernel stack 0x{rsp:x} lies in Xen's reserved range");
         }
 
         if (handler == 0)
         {
-            Crash($"{what} at rip 0x{State.Rip:x}: the bounce address is null");
+            Crash($"{BounceName(what)} at rip 0x{State.Rip:x}: the bounce address is null");
         }
 
         var hasInfo = Vcpu.HasVcpuInfo;
@@ -505,7 +515,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
         if (!Interpreter.TryWriteLinear(rsp, bytes, out var fault))
         {
-            Crash($"page fault at 0x{fault:x} writing the bounce frame of {what} (rip 0x{State.Rip:x}) to the guest kernel stack at 0x{rsp:x}");
+            Crash($"page fault at 0x{fault:x} writing the bounce frame of {BounceName(what)} (rip 0x{State.Rip:x}) to the guest kernel stack at 0x{rsp:x}");
         }
 
         if ((flags & TbfInterrupt) != 0 && hasInfo)
