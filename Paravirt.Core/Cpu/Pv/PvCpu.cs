@@ -264,6 +264,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
         Bounce(callback, Vcpu.CallbackMasksEvents(Callback.CALLBACKTYPE_syscall) ? TbfInterrupt : 0, 0, SyscallBounce);
         State.Rflags &= ~DF;
+        SysretRegisters();
     }
 
     // ---- exceptions -----------------------------------------------------------------------------
