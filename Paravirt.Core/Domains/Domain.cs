@@ -326,6 +326,46 @@ public sealed class Domain
         }
     }
 
+    /// <summary>
+    /// Starts <paramref name="vcpu"/> on an engine other than the managed one (the PV interpreter):
+    /// a Created domain becomes Running as <see cref="Start"/> makes it, and the thread
+    /// <paramref name="start"/> returns is joined by <see cref="Destroy"/>.
+    /// </summary>
+    internal void StartEngineVcpu(Vcpu vcpu, Func<Thread> start)
+    {
+        bool started;
+        lock (_stateLock)
+        {
+            if (!IsAliveState(_state))
+            {
+                throw new InvalidOperationException($"domain {Id} ({Name}) is {_state}; its vCPUs cannot be started");
+            }
+
+            started = _state == DomainState.Created;
+            if (started)
+            {
+                _state = DomainState.Running;
+            }
+        }
+
+        if (started)
+        {
+            StateChanged?.Invoke(this, DomainState.Running);
+        }
+
+        vcpu.IsInitialised = true;
+        vcpu.SetDown(false);
+        vcpu.HasThread = true;
+        var thread = start();
+        lock (_threads)
+        {
+            _threads.Add(thread);
+        }
+    }
+
+    /// <summary>How VCPUOP_up starts a secondary vCPU's first thread on a non-managed engine (set by the PV engine); 0 or -errno.</summary>
+    internal Func<Vcpu, long>? EngineSecondaryStart { get; set; }
+
     /// <summary>Xen's domain_lock: serialises vCPU initialise, up, down and vcpu_info registration.</summary>
     internal Lock VcpuLock { get; } = new();
 
@@ -351,6 +391,11 @@ public sealed class Domain
             {
                 vcpu.SetDown(false); // the parked thread resumes
                 return 0;
+            }
+
+            if (EngineSecondaryStart is { } engine)
+            {
+                return engine(vcpu);
             }
 
             var kernel = Kernel;

@@ -53,6 +53,9 @@ public sealed class PvVcpuState
     /// </summary>
     public void RequestTlbFlush() => Volatile.Write(ref _flushPending, 1);
 
+    /// <summary>The interpreted PV vCPU running this vCPU (set by <c>PvEngine.Start</c>), or null for a managed vCPU.</summary>
+    internal Cpu.Pv.PvCpu? Engine { get; set; }
+
     /// <summary>For the engine: true (once) if a flush was requested since the last call.</summary>
     public bool TakeTlbFlushRequest() => Interlocked.Exchange(ref _flushPending, 0) != 0;
 }

@@ -60,6 +60,9 @@ public sealed class Vcpu
     /// <summary>Where a secondary vCPU enters (the rip and rsp of its <c>VCPUOP_initialise</c> context).</summary>
     internal (ulong Rip, ulong Rsp) InitialContext { get; set; }
 
+    /// <summary>A classic PV domain's whole VCPUOP_initialise context, for an engine that runs it (the PV engine); null otherwise.</summary>
+    internal System.Runtime.CompilerServices.StrongBox<vcpu_guest_context>? InitialGuestContext { get; set; }
+
     /// <summary>Whether a host thread currently runs this vCPU (it may be parked while down).</summary>
     internal bool HasThread { get; set; }
 

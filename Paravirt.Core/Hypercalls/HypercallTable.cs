@@ -51,6 +51,15 @@ public sealed unsafe class HypercallTable
         t.Register(Xen.__HYPERVISOR_vcpu_op, &VcpuOp.Handle);
         t.Register(Xen.__HYPERVISOR_set_timer_op, &SetTimerOp.Handle);
         t.Register(Xen.__HYPERVISOR_grant_table_op, &GrantTableOp.Handle);
+        t.Register(Xen.__HYPERVISOR_set_trap_table, &PvCpuOps.SetTrapTable);
+        t.Register(Xen.__HYPERVISOR_set_gdt, &PvCpuOps.SetGdt);
+        t.Register(Xen.__HYPERVISOR_stack_switch, &PvCpuOps.StackSwitch);
+        t.Register(Xen.__HYPERVISOR_fpu_taskswitch, &PvCpuOps.FpuTaskswitch);
+        t.Register(Xen.__HYPERVISOR_set_debugreg, &PvCpuOps.SetDebugreg);
+        t.Register(Xen.__HYPERVISOR_get_debugreg, &PvCpuOps.GetDebugreg);
+        t.Register(Xen.__HYPERVISOR_update_descriptor, &PvCpuOps.UpdateDescriptor);
+        t.Register(Xen.__HYPERVISOR_iret, &PvCpuOps.Iret);
+        t.Register(Xen.__HYPERVISOR_set_segment_base, &PvCpuOps.SetSegmentBase);
         return t;
     }
 

@@ -209,6 +209,7 @@ internal static class VcpuOp
             v.SetCallbackMasksEvents(Callback.CALLBACKTYPE_failsafe, (ctxt.flags & ArchX86.VGCF_failsafe_disables_events) != 0);
             v.SetCallbackMasksEvents(Callback.CALLBACKTYPE_syscall, (ctxt.flags & ArchX86.VGCF_syscall_disables_events) != 0);
             v.InitialContext = (ctxt.user_regs.rip, ctxt.user_regs.rsp);
+            v.InitialGuestContext = domain.IsTranslated ? null : new(ctxt);
             v.IsInitialised = true;
         }
 

@@ -37,11 +37,12 @@ public static class PageFaultErrorCode
 /// <param name="Vector">For <see cref="ExitReason.Exception"/>: the vector.</param>
 /// <param name="ErrorCode">For exceptions that push one (#GP, #PF, …): the error code, else null.</param>
 /// <param name="Address">For #PF: the faulting linear address (also in CR2); for <see cref="ExitReason.BusError"/>: the physical address.</param>
-public readonly record struct CpuExit(ExitReason Reason, long Instructions, int Vector = 0, uint? ErrorCode = null, ulong Address = 0)
+/// <param name="SoftwareInterrupt">For <see cref="ExitReason.Exception"/>: raised by <c>int n</c> (rip past it), not by a fault or by <c>int3</c>/<c>int1</c>.</param>
+public readonly record struct CpuExit(ExitReason Reason, long Instructions, int Vector = 0, uint? ErrorCode = null, ulong Address = 0, bool SoftwareInterrupt = false)
 {
     public override string ToString() => Reason switch
     {
-        ExitReason.Exception => $"exception {Vector}{(ErrorCode is { } e ? $" error 0x{e:x}" : "")}{(Vector == Vectors.PF ? $" at 0x{Address:x}" : "")} after {Instructions} instructions",
+        ExitReason.Exception => $"{(SoftwareInterrupt ? "int " : "exception ")}{Vector}{(ErrorCode is { } e ? $" error 0x{e:x}" : "")}{(Vector == Vectors.PF ? $" at 0x{Address:x}" : "")} after {Instructions} instructions",
         ExitReason.BusError => $"bus error at physical 0x{Address:x} after {Instructions} instructions",
         _ => $"{Reason} after {Instructions} instructions",
     };

@@ -73,6 +73,9 @@ internal sealed class Mmu
 
     public bool PagingEnabled => (_cpu.Cr0 & ControlBits.Cr0PG) != 0;
 
+    /// <summary>The machine's own linear window (see <see cref="LinearWindow"/>), consulted on a TLB miss before the walk.</summary>
+    public LinearWindow? Window { get; set; }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public TranslateStatus Translate(ulong la, Access access, out ulong pa, out uint errorCode)
     {
@@ -140,6 +143,10 @@ internal sealed class Mmu
         var baseCode = (access == Access.Write ? PageFaultErrorCode.Write : 0)
             | (user ? PageFaultErrorCode.User : 0)
             | (access == Access.Execute && nxe ? PageFaultErrorCode.InstructionFetch : 0);
+        if (Window is { } window && window.Contains(la))
+        {
+            return WindowTranslate(window, la, access, baseCode, out pa, out errorCode);
+        }
 
         Span<ulong> entryAddresses = stackalloc ulong[4];
         var table = _cpu.Cr3 & AddressMask;
@@ -223,6 +230,36 @@ internal sealed class Mmu
         e.Dirty = (entry & D) != 0;
         e.Global = (entry & G) != 0 && (_cpu.Cr4 & ControlBits.Cr4PGE) != 0;
         pa = pageBase | (la & 0xFFF);
+        return TranslateStatus.Ok;
+    }
+
+    /// <summary>The machine's window: read-only pages where it is readable, not-present faults elsewhere; never the guest's tables.</summary>
+    private TranslateStatus WindowTranslate(LinearWindow window, ulong la, Access access, uint baseCode, out ulong pa, out uint errorCode)
+    {
+        pa = 0;
+        errorCode = baseCode;
+        var offset = la - window.Start;
+        if (offset >= window.ReadableBytes)
+        {
+            return Fault(la);
+        }
+
+        errorCode |= PageFaultErrorCode.Present;
+        if (access != Access.Read)
+        {
+            return Fault(la);
+        }
+
+        var vpn = la >> 12;
+        ref var e = ref _tlb[(int)(vpn & (TlbSize - 1))];
+        e.Tag = vpn + 1;
+        e.PageBase = window.PhysicalBase + (offset & ~0xFFFUL);
+        e.RegionMask = ~0xFFFUL;
+        e.Allowed = SupRead | UserRead;
+        e.Dirty = false;
+        e.Global = false;
+        errorCode = 0;
+        pa = e.PageBase | (la & 0xFFF);
         return TranslateStatus.Ok;
     }
 

@@ -58,7 +58,12 @@ public sealed partial class X86Interpreter
             case Mnemonic.Int1:
                 throw Raise(Vectors.DB, trap: true);
             case Mnemonic.Int:
-                throw Raise(ins.Immediate8, trap: true);
+                {
+                    var e = Raise(ins.Immediate8, trap: true);
+                    e.IsSoftware = true;
+                    throw e;
+                }
+
             case Mnemonic.Ud0:
             case Mnemonic.Ud1:
             case Mnemonic.Ud2:

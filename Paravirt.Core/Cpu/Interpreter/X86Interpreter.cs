@@ -43,6 +43,20 @@ public sealed partial class X86Interpreter
         _mmu = new Mmu(bus, state);
     }
 
+    /// <summary>
+    /// A range of linear addresses the machine serves itself, bypassing the page tables (Xen's
+    /// read-only machine-to-phys table for PV guests); null for none. The TLB is flushed.
+    /// </summary>
+    public LinearWindow? Window
+    {
+        get => _mmu.Window;
+        set
+        {
+            _mmu.Window = value;
+            _mmu.FlushAll();
+        }
+    }
+
     public CpuState State => _cpu;
 
     /// <summary>Blocks decoded so far (a measure of the decode cache's hit rate).</summary>
@@ -147,7 +161,7 @@ public sealed partial class X86Interpreter
 
             return e.IsBusError
                 ? new CpuExit(ExitReason.BusError, done, Address: e.Address)
-                : new CpuExit(ExitReason.Exception, done, e.Vector, e.ErrorCode, e.Address);
+                : new CpuExit(ExitReason.Exception, done, e.Vector, e.ErrorCode, e.Address, e.IsSoftware);
         }
         catch (Exception e) when (e is IndexOutOfRangeException or InvalidOperationException or ArgumentException or ArithmeticException)
         {
@@ -201,6 +215,7 @@ public sealed partial class X86Interpreter
         public ulong Address;
         public bool IsBusError;
         public bool IsTrap;
+        public bool IsSoftware;
     }
 
     private GuestException Raise(int vector, uint? errorCode = null, ulong address = 0, bool trap = false)
@@ -210,6 +225,7 @@ public sealed partial class X86Interpreter
         _exception.Address = address;
         _exception.IsBusError = false;
         _exception.IsTrap = trap;
+        _exception.IsSoftware = false;
         return _exception;
     }
 
