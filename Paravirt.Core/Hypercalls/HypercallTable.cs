@@ -51,6 +51,10 @@ public sealed unsafe class HypercallTable
         t.Register(Xen.__HYPERVISOR_vcpu_op, &VcpuOp.Handle);
         t.Register(Xen.__HYPERVISOR_set_timer_op, &SetTimerOp.Handle);
         t.Register(Xen.__HYPERVISOR_grant_table_op, &GrantTableOp.Handle);
+        t.Register(Xen.__HYPERVISOR_mmu_update, &MmuUpdateOp.Handle);
+        t.Register(Xen.__HYPERVISOR_mmuext_op, &MmuExtOp.Handle);
+        t.Register(Xen.__HYPERVISOR_update_va_mapping, &UpdateVaMappingOp.Handle);
+        t.Register(Xen.__HYPERVISOR_update_va_mapping_otherdomain, &UpdateVaMappingOp.HandleOtherDomain);
         return t;
     }
 
