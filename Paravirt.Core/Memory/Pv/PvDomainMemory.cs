@@ -465,6 +465,11 @@ internal sealed unsafe class PvDomainMemory
     /// <summary>Lets go of everything the domain's page tables hold: bases, pins, then any table still validated.</summary>
     public void Teardown()
     {
+        if (_domain.IsTranslated)
+        {
+            return; // no PV page tables, pins or bases (every PV entry point refuses a translated domain)
+        }
+
         lock (Lock)
         {
             foreach (var v in _domain.Vcpus)

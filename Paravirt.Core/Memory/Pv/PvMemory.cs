@@ -101,6 +101,11 @@ public static unsafe class PvMemory
     public static long GetSegDescPage(Domain d, ulong mfn)
     {
         ArgumentNullException.ThrowIfNull(d);
+        if (d.IsTranslated)
+        {
+            return -(long)Errno.EINVAL;
+        }
+
         var mm = d.PvMm;
         lock (mm.Lock)
         {

@@ -108,6 +108,26 @@ public sealed class PagedGuestAccessTests : IDisposable
         t.Should().NotBeNull();
     }
 
+    [Fact]
+    public void Memory_Op_Takes_Handles_Above_Xens_Range_Where_A_Kernel_Keeps_Them()
+    {
+        var d = new PvTestDomain(_hv);
+        var t = d.BuildAndEnter();
+        ulong l3 = d.NewUnmappedPage(), l2 = d.NewUnmappedPage(), l1 = d.NewUnmappedPage(), page = d.NewUnmappedPage();
+        d.Write(l1, 0, d.Entry(page, P | RW));
+        d.Write(l2, 0, d.Entry(l1, P | RW));
+        d.Write(l3, 0, d.Entry(l2, P | RW));
+        d.MmuUpdate((d.PtePtr(t.L4, PvDomainMemory.LastXenSlot + 1), d.Entry(l3, P | RW))).Should().Be(0);
+        const ulong kernelVa = ArchX86.HYPERVISOR_VIRT_END; // 0xffff880000000000, Linux's direct map
+
+        PvMemory.TryCopyToGuest(d.Vcpu, kernelVa, MemoryMarshal.AsBytes(new[] { new xen_memory_reservation { extent_start = kernelVa + 0x100, nr_extents = 2, domid = Xen.DOMID_SELF } }.AsSpan())).Should().BeTrue();
+        // Room for two more pages; the MFNs come back through the kernel mapping.
+        d.Domain.MaxPages += 2;
+        d.Call(Xen.__HYPERVISOR_memory_op, XenMem.XENMEM_increase_reservation, kernelVa).Should().Be(2);
+        d.Domain.Memory.TryRead((page << 12) + 0x100, out ulong first).Should().BeTrue();
+        _hv.Frames.OwnerOf(first).Should().Be(d.Domain.Id, "an MFN the domain now owns was written through the virtual handle");
+    }
+
     private static unsafe multicall_entry Entry(ulong op, params ulong[] args)
     {
         var e = new multicall_entry { op = op };
