@@ -211,6 +211,35 @@ public static unsafe class PvMemory
         }
     }
 
+    /// <summary>
+    /// A store of one 64-bit word through the vCPU's tables: a single ordered store when the word
+    /// is aligned (it then lies in one page), else a plain copy, as __raw_copy_to_guest.
+    /// </summary>
+    internal static bool TryWriteGuestWord(Vcpu v, ulong va, ulong value)
+    {
+        if ((va & 7) != 0)
+        {
+            return TryCopyToGuest(v, va, in value);
+        }
+
+        if (!TryTranslate(v, va, write: true, out var ma))
+        {
+            return false;
+        }
+
+        var frames = v.Domain.Hypervisor.Frames;
+        var mfn = ma >> MachineMemory.PageShift;
+        if (!frames.TryGet(mfn, v.Domain.Id))
+        {
+            return false;
+        }
+
+        // SAFETY: the frame is referenced and the aligned word lies inside it.
+        Volatile.Write(ref *(ulong*)(frames.Memory.FramePointer(mfn) + (ma & MachineMemory.PageMask)), value);
+        frames.Put(mfn);
+        return true;
+    }
+
     /// <summary>Copies between <paramref name="buffer"/> and guest virtual memory (into the guest when <paramref name="write"/>).</summary>
     private static bool Copy(Vcpu v, ulong va, Span<byte> buffer, bool write)
     {

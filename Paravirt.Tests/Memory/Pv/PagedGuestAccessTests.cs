@@ -128,6 +128,22 @@ public sealed class PagedGuestAccessTests : IDisposable
         _hv.Frames.OwnerOf(first).Should().Be(d.Domain.Id, "an MFN the domain now owns was written through the virtual handle");
     }
 
+    [Fact]
+    public void The_Runstate_Area_Of_A_Paged_Vcpu_Is_Written_Through_Its_Virtual_Address()
+    {
+        var d = new PvTestDomain(_hv);
+        var t = d.BuildAndEnter();
+        var target = d.NewUnmappedPage();
+        var va = MapHigh(d, t, [target]);
+        d.Domain.Memory.TryWrite(d.Buffer2, new vcpu_register_runstate_memory_area { addr = new() { v = va + 0x40 } }).Should().BeTrue();
+
+        d.Call(Xen.__HYPERVISOR_vcpu_op, Paravirt.Core.Abi.VcpuOp.VCPUOP_register_runstate_memory_area, 0, d.Buffer2).Should().Be(0);
+
+        d.Domain.Memory.TryRead((target << 12) + 0x40, out vcpu_runstate_info info).Should().BeTrue();
+        info.state_entry_time.Should().NotBe(0UL, "the runstate was published through the mapping");
+        d.Read(va >> 12, 8).Should().Be(0, "the guest-physical page with the virtual address's number is untouched");
+    }
+
     private static unsafe multicall_entry Entry(ulong op, params ulong[] args)
     {
         var e = new multicall_entry { op = op };
