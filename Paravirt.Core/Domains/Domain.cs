@@ -42,7 +42,11 @@ public sealed class Domain
         Meter = new DomainMeter(Vcpus.Length);
         Events = new Events.EventChannelTable(this);
         Grants = new Grants.DomainGrantTable(this);
+        PvMm = new Memory.Pv.PvDomainMemory(this, hypervisor.Frames, Vcpus.Length);
     }
+
+    /// <summary>The classic PV memory model's state for this domain (page-table types, pins, LDTs).</summary>
+    internal Memory.Pv.PvDomainMemory PvMm { get; }
 
     /// <summary>The domain's grant table (its grants to others, and the grants it has mapped).</summary>
     internal Grants.DomainGrantTable Grants { get; }
@@ -246,6 +250,8 @@ public sealed class Domain
         Events.CloseAll();
         if (StuckVcpuThreads == 0)
         {
+            // Base pointers, pins and validated page-table entries let go of their references first.
+            PvMm.Teardown();
             foreach (var v in Vcpus)
             {
                 v.Teardown();

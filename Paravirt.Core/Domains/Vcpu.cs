@@ -439,16 +439,18 @@ public sealed class Vcpu
             return;
         }
 
+        // A paged PV vCPU registered a virtual address (Xen writes it through the guest's tables).
         var memory = Domain.Memory;
-        if (!memory.TryWrite(area, u.version))
+        var paged = Pv.IsPaged;
+        if (!(paged ? Memory.Pv.PvMemory.TryCopyToGuest(this, area, u.version) : memory.TryWrite(area, u.version)))
         {
             return;
         }
 
         Interlocked.MemoryBarrier();
-        memory.TryWrite(area, in u);
+        _ = paged ? Memory.Pv.PvMemory.TryCopyToGuest(this, area, in u) : memory.TryWrite(area, in u);
         Interlocked.MemoryBarrier();
-        memory.TryWrite(area, u.version + 1);
+        _ = paged ? Memory.Pv.PvMemory.TryCopyToGuest(this, area, u.version + 1) : memory.TryWrite(area, u.version + 1);
     }
 
     /// <summary>Moves to a run state, accumulating the time spent in the last one (vcpu_runstate_info).</summary>
@@ -532,21 +534,26 @@ public sealed class Vcpu
         if (flagged)
         {
             info.state_entry_time |= VcpuOp.XEN_RUNSTATE_UPDATE;
-            WriteWord(memory, entryAddress, info.state_entry_time);
+            WriteWord(this, memory, entryAddress, info.state_entry_time);
             Interlocked.MemoryBarrier();
         }
 
-        memory.TryWrite(area, in info);
+        // A paged PV vCPU registered a virtual address (Xen writes it through the guest's tables).
+        _ = Pv.IsPaged ? Memory.Pv.PvMemory.TryCopyToGuest(this, area, in info) : memory.TryWrite(area, in info);
         if (flagged)
         {
             info.state_entry_time &= ~VcpuOp.XEN_RUNSTATE_UPDATE;
             Interlocked.MemoryBarrier();
-            WriteWord(memory, entryAddress, info.state_entry_time);
+            WriteWord(this, memory, entryAddress, info.state_entry_time);
         }
 
-        static void WriteWord(GuestMemory memory, ulong address, ulong value)
+        static void WriteWord(Vcpu vcpu, GuestMemory memory, ulong address, ulong value)
         {
-            if (!memory.TryWriteVolatile(address, 8, value))
+            if (vcpu.Pv.IsPaged)
+            {
+                Memory.Pv.PvMemory.TryWriteGuestWord(vcpu, address, value);
+            }
+            else if (!memory.TryWriteVolatile(address, 8, value))
             {
                 memory.TryWrite(address, value); // unaligned: a plain copy, as __raw_copy_to_guest
             }

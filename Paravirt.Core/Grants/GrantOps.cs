@@ -82,6 +82,21 @@ internal static class GrantOps
             }
         }
 
+        // A writable mapping holds a writable type per reference (Xen's get_page_type(PGT_writable_page)),
+        // so a classic PV granter's page table can never be mapped writable by anyone.
+        var typed = 0;
+        while (rc == GrantStatus.Okay && !readOnly && typed < references)
+        {
+            if (frames.Types.TryGet(mfn, Memory.Pv.PageType.Writable, out _) == Memory.Pv.PageTypeTable.GetResult.Done)
+            {
+                typed++;
+            }
+            else
+            {
+                rc = GrantStatus.GeneralError;
+            }
+        }
+
         ulong hostGfn = 0;
         if (rc == GrantStatus.Okay && (flags & GrantTable.GNTMAP_host_map) != 0 && !isHost)
         {
@@ -105,6 +120,11 @@ internal static class GrantOps
 
         if (rc != GrantStatus.Okay)
         {
+            for (var i = 0; i < typed; i++)
+            {
+                frames.Types.Put(mfn);
+            }
+
             for (var i = 0; i < references; i++)
             {
                 frames.Put(mfn);
@@ -154,14 +174,25 @@ internal static class GrantOps
         if ((done & GrantTable.GNTMAP_device_map) != 0)
         {
             m.Granter.Grants.ReleasePin(m.Ref, readOnly, readOnly ? DomainGrantTable.PinDeviceRead : DomainGrantTable.PinDeviceWrite);
-            frames.Put(m.Mfn);
+            PutFrame(frames, m.Mfn, readOnly);
         }
 
         if ((done & GrantTable.GNTMAP_host_map) != 0)
         {
             m.Granter.Grants.ReleasePin(m.Ref, readOnly, readOnly ? DomainGrantTable.PinHostRead : DomainGrantTable.PinHostWrite);
-            frames.Put(m.Mfn);
+            PutFrame(frames, m.Mfn, readOnly);
         }
+    }
+
+    /// <summary>Drops one mapping's frame reference, and its writable type if it was a writable mapping.</summary>
+    private static void PutFrame(FrameTable frames, ulong mfn, bool readOnly)
+    {
+        if (!readOnly)
+        {
+            frames.Types.Put(mfn);
+        }
+
+        frames.Put(mfn);
     }
 
     /// <summary>gnttab_release_mappings: everything a dying mapper still has mapped is unmapped (its physmap goes with it).</summary>
@@ -184,9 +215,28 @@ internal static class GrantOps
         public bool HaveGrant;
         public uint Ref;
         public bool ReadOnly;
+        public bool HaveType;
+
+        /// <summary>A destination holds a writable type while it is written (gnttab_copy_claim_buf); false when the frame is a PV page table.</summary>
+        public bool TryTypeWritable()
+        {
+            if (ReadOnly)
+            {
+                return true;
+            }
+
+            HaveType = Domain!.Hypervisor.Frames.Types.TryGet(Mfn, Memory.Pv.PageType.Writable, out _) == Memory.Pv.PageTypeTable.GetResult.Done;
+            return HaveType;
+        }
 
         public void Release()
         {
+            if (HaveType)
+            {
+                Domain!.Hypervisor.Frames.Types.Put(Mfn);
+                HaveType = false;
+            }
+
             if (HaveGrant)
             {
                 Domain!.Grants.ReleasePin(Ref, ReadOnly, ReadOnly ? DomainGrantTable.PinHostRead : DomainGrantTable.PinHostWrite);
@@ -341,6 +391,11 @@ internal static class GrantOps
         buffer.HaveFrame = true;
         buffer.HaveGrant = true;
         buffer.Ref = gref;
+        if (!buffer.TryTypeWritable())
+        {
+            return GrantStatus.GeneralError;
+        }
+
         if (offset + length > MachineMemory.PageSize)
         {
             return GrantStatus.BadCopyArg;
@@ -380,7 +435,7 @@ internal static class GrantOps
             buffer.HaveFrame = true;
             buffer.HaveGrant = true;
             buffer.Ref = end.Ref;
-            return GrantStatus.Okay;
+            return buffer.TryTypeWritable() ? GrantStatus.Okay : GrantStatus.GeneralError;
         }
 
         if (!domain.Grants.TryGetPagedFrame(end.Gmfn, out buffer.Mfn))
@@ -391,6 +446,6 @@ internal static class GrantOps
         buffer.HaveFrame = true;
         buffer.Start = 0;
         buffer.Length = MachineMemory.PageSize;
-        return GrantStatus.Okay;
+        return buffer.TryTypeWritable() ? GrantStatus.Okay : GrantStatus.GeneralError;
     }
 }

@@ -60,6 +60,10 @@ public sealed unsafe class HypercallTable
         t.Register(Xen.__HYPERVISOR_update_descriptor, &PvCpuOps.UpdateDescriptor);
         t.Register(Xen.__HYPERVISOR_iret, &PvCpuOps.Iret);
         t.Register(Xen.__HYPERVISOR_set_segment_base, &PvCpuOps.SetSegmentBase);
+        t.Register(Xen.__HYPERVISOR_mmu_update, &MmuUpdateOp.Handle);
+        t.Register(Xen.__HYPERVISOR_mmuext_op, &MmuExtOp.Handle);
+        t.Register(Xen.__HYPERVISOR_update_va_mapping, &UpdateVaMappingOp.Handle);
+        t.Register(Xen.__HYPERVISOR_update_va_mapping_otherdomain, &UpdateVaMappingOp.HandleOtherDomain);
         return t;
     }
 

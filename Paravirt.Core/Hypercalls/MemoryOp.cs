@@ -130,7 +130,7 @@ internal static class MemoryOp
         switch (op)
         {
             case XenMem.XENMEM_increase_reservation:
-                if ((r.extent_start != 0 && !SubrangeOkay(r.extent_start, i, nr)) || r.extent_order > DomUMaxOrder)
+                if ((r.extent_start != 0 && !SubrangeOkay(vcpu, r.extent_start, i, nr)) || r.extent_order > DomUMaxOrder)
                 {
                     return start;
                 }
@@ -156,7 +156,7 @@ internal static class MemoryOp
 
             case XenMem.XENMEM_populate_physmap:
                 var pod = (r.mem_flags & XenMem.XENMEMF_populate_on_demand) != 0;
-                if (!SubrangeOkay(r.extent_start, i, nr) || r.extent_order > (pod ? MaxOrder : DomUMaxOrder))
+                if (!SubrangeOkay(vcpu, r.extent_start, i, nr) || r.extent_order > (pod ? MaxOrder : DomUMaxOrder))
                 {
                     return start;
                 }
@@ -184,7 +184,7 @@ internal static class MemoryOp
                 return i;
 
             default: // XENMEM_decrease_reservation
-                if (!SubrangeOkay(r.extent_start, i, nr) || r.extent_order > DomUMaxOrder)
+                if (!SubrangeOkay(vcpu, r.extent_start, i, nr) || r.extent_order > DomUMaxOrder)
                 {
                     return start;
                 }
@@ -244,13 +244,19 @@ internal static class MemoryOp
     /// <summary>
     /// guest_handle_subrange_okay(handle, first, last = nr - 1): the array elements first..last lie in
     /// the guest's address space without wrapping. A managed guest's addresses are guest-physical,
-    /// so the bound is the highest guest frame.
+    /// so the bound is the highest guest frame; a paged classic PV vCPU's are virtual, and Xen's
+    /// array_access_ok asks __addr_ok of the first element (a kernel's handles live above Xen's range).
     /// </summary>
-    private static bool SubrangeOkay(ulong handle, uint first, uint nr)
+    private static bool SubrangeOkay(Vcpu vcpu, ulong handle, uint first, uint nr)
     {
         const ulong limit = (PhysMap.MaxGfn + 1) << MachineMemory.PageShift;
         var begin = handle + (first * 8UL);
         var end = handle + (nr * 8UL);
+        if (vcpu.Pv.IsPaged)
+        {
+            return begin >= handle && end >= begin && Memory.Pv.PvMemory.AddressOk(begin);
+        }
+
         return begin >= handle && end >= begin && end <= limit;
     }
 

@@ -30,6 +30,7 @@ public sealed class FrameTable
         _m2p = new ulong[n];
         Array.Fill(_owner, NoOwner);
         Array.Fill(_m2p, InvalidGfn);
+        Types = new Pv.PageTypeTable(n);
         _free = new Stack<uint>((int)n);
         for (var mfn = n - 1; mfn >= 0; mfn--)
         {
@@ -38,6 +39,9 @@ public sealed class FrameTable
     }
 
     public MachineMemory Memory => _memory;
+
+    /// <summary>Every frame's PV page type and type count (Xen's type_info), beside the reference counts.</summary>
+    internal Pv.PageTypeTable Types { get; }
 
     public long TotalFrames => _memory.Frames;
 
@@ -66,6 +70,7 @@ public sealed class FrameTable
         }
 
         _memory.Frame(frame).Clear();
+        Types.Reset(frame);
         _owner[frame] = owner;
         _m2p[frame] = InvalidGfn;
         Volatile.Write(ref _count[frame], 1);

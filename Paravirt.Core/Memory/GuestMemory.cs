@@ -235,7 +235,20 @@ public sealed unsafe class GuestMemory
         {
             case P2mType.Ram:
             case P2mType.Shared:
-                return _frames.TryGet(mfn, Owner);
+                if (!_frames.TryGet(mfn, Owner))
+                {
+                    return false;
+                }
+
+                // A classic PV page table or descriptor page is read-only to everyone but the
+                // memory model (in Xen no writable mapping of it can exist).
+                if (write && _frames.Types.IsProtected(mfn))
+                {
+                    _frames.Put(mfn);
+                    return false;
+                }
+
+                return true;
             case P2mType.GrantMapRw:
                 return _frames.TryGet(mfn, _frames.OwnerOf(mfn));
             case P2mType.GrantMapRo:

@@ -97,9 +97,9 @@ public unsafe ref struct GuestPageCursor
             }
         }
 
-        if (write && _type == P2mType.GrantMapRo)
+        if (write && (_type == P2mType.GrantMapRo || _memory.Frames.Types.IsProtected(_mfn)))
         {
-            return null;
+            return null; // the general path refuses it too
         }
 
         // SAFETY: the frame is referenced by this cursor and offset + size <= 4096.

@@ -22,9 +22,27 @@ public sealed unsafe class PinnedPage : IDisposable
 
     public ulong Mfn { get; }
 
-    /// <summary>Pins a frame owned by <paramref name="owner"/>, or returns null if it is not.</summary>
-    public static PinnedPage? TryPin(FrameTable frames, ulong mfn, ushort owner) =>
-        frames.TryGet(mfn, owner) ? new PinnedPage(frames, mfn) : null;
+    /// <summary>
+    /// Pins a frame owned by <paramref name="owner"/>, or returns null if it is not. The view also
+    /// holds a writable type on the frame (Xen's get_page_and_type(PGT_writable_page) for vcpu_info,
+    /// shared pages and rings), so a frame the hypervisor writes to cannot be a PV page table, and a
+    /// page table cannot become such a view (null).
+    /// </summary>
+    public static PinnedPage? TryPin(FrameTable frames, ulong mfn, ushort owner)
+    {
+        if (!frames.TryGet(mfn, owner))
+        {
+            return null;
+        }
+
+        if (frames.Types.TryGet(mfn, Pv.PageType.Writable, out _) != Pv.PageTypeTable.GetResult.Done)
+        {
+            frames.Put(mfn);
+            return null;
+        }
+
+        return new PinnedPage(frames, mfn);
+    }
 
     /// <summary>
     /// A reference to a <typeparamref name="T"/> at <paramref name="offset"/> in the page. The
@@ -73,6 +91,7 @@ public sealed unsafe class PinnedPage : IDisposable
         if (_page is not null)
         {
             _page = null;
+            _frames.Types.Put(Mfn);
             _frames.Put(Mfn);
         }
     }

@@ -14,7 +14,8 @@ public sealed class InfoCommandTests
         text.Should().MatchRegex(@"\n\s*17  xen_version\s+implemented\n");
         text.Should().MatchRegex(@"\n\s*13  multicall\s+implemented\n");
         text.Should().MatchRegex(@"\n\s*20  grant_table_op\s+implemented\n");
-        text.Should().MatchRegex(@"\n\s*1  mmu_update\s+-ENOSYS\n");
+        text.Should().MatchRegex(@"\n\s*1  mmu_update\s+implemented\n");
+        text.Should().MatchRegex(@"\n\s*7  platform_op\s+-ENOSYS\n");
         text.Should().Contain("every other number answers -ENOSYS");
     }
 }

@@ -1,0 +1,143 @@
+using Paravirt.Core.Abi;
+using Paravirt.Core.Domains;
+using Paravirt.Core.Memory;
+
+namespace Paravirt.Tests.Memory.Pv;
+
+/// <summary>
+/// A classic PV domain (not started) whose vCPU 0 issues hypercalls straight through the table,
+/// with helpers to build page tables in its memory the way a PV kernel does: tables are written
+/// while they are plain pages, then pinned. Requests go in two scratch pages at the first free
+/// pfn; tables and data pages are handed out after them.
+/// </summary>
+internal sealed class PvTestDomain
+{
+    public const ulong P = 1, RW = 2, US = 4, PWT = 8, PCD = 0x10, A = 0x20, D = 0x40, PSE = 0x80, G = 0x100;
+    public const ulong GuestKernel = 1UL << 52;
+
+    private ulong _nextPfn;
+
+    public PvTestDomain(Hypervisor hv, string? name = null, int memoryMiB = 4, int vcpus = 1, bool translated = false)
+    {
+        Hv = hv;
+        Domain = hv.CreateDomain(new DomainConfig { Name = name ?? $"pv-{Guid.NewGuid():N}", MemoryMiB = memoryMiB, Vcpus = vcpus, AutoTranslated = translated });
+        Vcpu = Domain.Vcpus[0];
+        Domain.Memory.TryRead(Domain.StartInfoAddress, out start_info si).Should().BeTrue();
+        FirstFreePfn = si.pt_base >> 12;
+        _nextPfn = FirstFreePfn + 2;
+    }
+
+    public Hypervisor Hv { get; }
+
+    public Domain Domain { get; }
+
+    public Vcpu Vcpu { get; }
+
+    public ulong FirstFreePfn { get; }
+
+    /// <summary>A scratch page for request arrays (identity-mapped once <see cref="BuildIdentity"/> ran).</summary>
+    public ulong Buffer => FirstFreePfn << 12;
+
+    /// <summary>A second scratch page (done counters, bitmaps, results).</summary>
+    public ulong Buffer2 => (FirstFreePfn + 1) << 12;
+
+    public ulong Mfn(ulong pfn)
+    {
+        Domain.PhysMap.TryLookup(pfn, out var mfn, out _).Should().BeTrue($"pfn {pfn:x} is RAM");
+        return mfn;
+    }
+
+    /// <summary>A fresh page's pfn (zeroed by the builder); below 512, so <see cref="BuildIdentity"/> maps it writable.</summary>
+    public ulong NewPage() => _nextPfn++;
+
+    /// <summary>A fresh page above the identity-mapped 2 MiB (no mapping of it exists).</summary>
+    public ulong NewUnmappedPage() => _nextHighPfn++;
+
+    private ulong _nextHighPfn = 600;
+
+    public long Call(int nr, ulong a1 = 0, ulong a2 = 0, ulong a3 = 0, ulong a4 = 0, ulong a5 = 0) =>
+        Hv.Hypercalls.Invoke(Vcpu, (ulong)nr, a1, a2, a3, a4, a5);
+
+    /// <summary>Writes an entry of a page that is not a page table yet (as the kernel does before pinning).</summary>
+    public void Write(ulong pfn, int index, ulong value) =>
+        Domain.Memory.TryWrite((pfn << 12) + ((ulong)index * 8), value).Should().BeTrue("the page is still a plain page");
+
+    public ulong Read(ulong pfn, int index)
+    {
+        Domain.Memory.TryRead((pfn << 12) + ((ulong)index * 8), out ulong value).Should().BeTrue();
+        return value;
+    }
+
+    /// <summary>An entry mapping page <paramref name="pfn"/> with <paramref name="flags"/>.</summary>
+    public ulong Entry(ulong pfn, ulong flags) => (Mfn(pfn) << 12) | flags;
+
+    /// <summary>mmu_update with the requests at <see cref="Buffer"/> and the done count at <see cref="Buffer2"/>.</summary>
+    public long MmuUpdate(params (ulong Ptr, ulong Val)[] requests) => MmuUpdateWithDone(out _, requests);
+
+    public long MmuUpdateWithDone(out uint done, params (ulong Ptr, ulong Val)[] requests)
+    {
+        for (var i = 0; i < requests.Length; i++)
+        {
+            Domain.Memory.TryWrite(Buffer + ((ulong)i * 16), new mmu_update { ptr = requests[i].Ptr, val = requests[i].Val }).Should().BeTrue();
+        }
+
+        Domain.Memory.TryWrite(Buffer2, 0u).Should().BeTrue();
+        var rc = Call(Xen.__HYPERVISOR_mmu_update, Buffer, (ulong)requests.Length, Buffer2, Xen.DOMID_SELF);
+        Domain.Memory.TryRead(Buffer2, out done).Should().BeTrue();
+        return rc;
+    }
+
+    /// <summary>The machine address of entry <paramref name="index"/> of page <paramref name="pfn"/>, for mmu_update.</summary>
+    public ulong PtePtr(ulong pfn, int index, int cmd = Xen.MMU_NORMAL_PT_UPDATE) => (Mfn(pfn) << 12) + ((ulong)index * 8) + (ulong)cmd;
+
+    public long MmuExt(int cmd, ulong arg1 = 0, ulong arg2 = 0) => MmuExtBatch(out _, (cmd, arg1, arg2));
+
+    public long MmuExtBatch(out uint done, params (int Cmd, ulong Arg1, ulong Arg2)[] ops)
+    {
+        for (var i = 0; i < ops.Length; i++)
+        {
+            var op = new mmuext_op { cmd = (uint)ops[i].Cmd };
+            op.arg1.mfn = ops[i].Arg1;
+            op.arg2.src_mfn = ops[i].Arg2;
+            Domain.Memory.TryWrite(Buffer + ((ulong)i * 24), op).Should().BeTrue();
+        }
+
+        Domain.Memory.TryWrite(Buffer2, 0u).Should().BeTrue();
+        var rc = Call(Xen.__HYPERVISOR_mmuext_op, Buffer, (ulong)ops.Length, Buffer2, Xen.DOMID_SELF);
+        Domain.Memory.TryRead(Buffer2, out done).Should().BeTrue();
+        return rc;
+    }
+
+    /// <summary>The four tables of an identity map of the first 2 MiB (pfn n at virtual n &lt;&lt; 12).</summary>
+    public sealed record Tables(ulong L4, ulong L3, ulong L2, ulong L1);
+
+    /// <summary>
+    /// Builds L4 → L3 → L2 → L1 mapping virtual page n to pfn n for the first 512 pages: the page
+    /// tables themselves read-only, everything else read-write (as a PV kernel maps its own memory).
+    /// Nothing is pinned yet.
+    /// </summary>
+    public Tables BuildIdentity()
+    {
+        var t = new Tables(NewPage(), NewPage(), NewPage(), NewPage());
+        Write(t.L4, 0, Entry(t.L3, P | RW));
+        Write(t.L3, 0, Entry(t.L2, P | RW));
+        Write(t.L2, 0, Entry(t.L1, P | RW));
+        var tables = new HashSet<ulong> { t.L4, t.L3, t.L2, t.L1 };
+        for (var pfn = 0UL; pfn < 512; pfn++)
+        {
+            Write(t.L1, (int)pfn, Entry(pfn, tables.Contains(pfn) ? P : P | RW));
+        }
+
+        return t;
+    }
+
+    /// <summary>Builds the identity map, pins its L4 and makes it vCPU 0's kernel base: from here guest handles are virtual addresses.</summary>
+    public Tables BuildAndEnter()
+    {
+        var t = BuildIdentity();
+        MmuExt(Xen.MMUEXT_PIN_L4_TABLE, Mfn(t.L4)).Should().Be(0);
+        MmuExt(Xen.MMUEXT_NEW_BASEPTR, Mfn(t.L4)).Should().Be(0);
+        Vcpu.Pv.IsPaged.Should().BeTrue();
+        return t;
+    }
+}
