@@ -12,7 +12,7 @@ internal static class ExitCodes
     /// <summary>The config file cannot be read or has an error (FILE:LINE on stderr).</summary>
     public const int Config = 2;
 
-    /// <summary>Valid configuration this build cannot honour yet: a qcow2 disk …, or a PV kernel while no PV CPU engine is wired in.</summary>
+    /// <summary>Valid configuration this build cannot honour yet, such as a qcow2 disk.</summary>
     public const int NotSupported = 3;
 
     /// <summary>The domain crashed (its last end, after any restarts).</summary>

@@ -381,10 +381,10 @@ internal static class RunCommand
                 {
                     PvKernelStart.Start(dom, boot);
                 }
-                catch (NotSupportedException e)
+                catch (InvalidOperationException e)
                 {
                     await DestroyAsync(dom, disks, Task.CompletedTask).ConfigureAwait(false);
-                    return (null, [], $"{Where(spec)}kernel {((ImageKernel)spec.Kernel).ImagePath}: {e.Message}", ExitCodes.NotSupported);
+                    return (null, [], $"{Where(spec)}kernel {((ImageKernel)spec.Kernel).ImagePath}: {e.Message}", ExitCodes.SetupFailed);
                 }
             }
             else

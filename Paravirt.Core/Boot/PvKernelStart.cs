@@ -1,32 +1,46 @@
+using Paravirt.Core.Cpu.Pv;
 using Paravirt.Core.Domains;
+using Paravirt.Core.Memory.Pv;
 
 namespace Paravirt.Core.Boot;
 
 /// <summary>
-/// The one seam between the ELF domain builder and the PV CPU engine: starts vCPU 0 of a domain
-/// built by <see cref="Hypervisor.CreatePvDomain"/> at its <see cref="PvBootImage"/>. Hosts (and
-/// <c>paravirt run --kernel</c>) call only this.
+/// Starts vCPU 0 of a domain built by <see cref="Hypervisor.CreatePvDomain"/> at its
+/// <see cref="PvBootImage"/>, as libxenguest's bootlate and the vCPU-context domctl leave a PV
+/// guest: the bootstrap L4 pinned (which validates every table under it), made vCPU 0's kernel
+/// base, and the entry run on the PV CPU engine with its hooks into the PV memory model.
+/// Hosts (and <c>paravirt run --kernel</c>) call only this.
 /// </summary>
-/// <remarks>
-/// To be wired by the integrator once the PV memory model and CPU engine are merged: pin
-/// <see cref="PvBootImage.L4Mfn"/> as an L4 table (<c>PvMemory.PinTable(domain, boot.L4Mfn, 4)</c>),
-/// make it vCPU 0's kernel base (<c>PvMemory.SetKernelBase(vcpu0, boot.L4Mfn)</c>), then
-/// <c>PvEngine.Start(domain, vcpu0, new PvEntry(boot.Entry, boot.StackPointer, boot.StartInfo))</c>.
-/// The boot tables' leaf entries have no user bit (as libxenguest writes them); validation must add
-/// it for a 64-bit PV guest as Xen's adjust_guest_l1e does (docs/boot.md).
-/// </remarks>
 public static class PvKernelStart
 {
-    /// <summary>The message of the <see cref="NotSupportedException"/> thrown while no engine is wired.</summary>
-    public const string NotWiredMessage =
-        "running a PV kernel needs the PV CPU engine and memory model, which are not wired into this build yet; the domain was built (start_info, page tables, P→M list) but vCPU 0 cannot start";
+    /// <summary>The PV engine's hooks into the PV memory model.</summary>
+    public static PvEngineOptions EngineOptions { get; } = new()
+    {
+        NewGuestCr3 = PvMemory.SetKernelBase,
+        NewGuestUserCr3 = PvMemory.SetUserBase,
+        HoldDescriptorFrame = static (d, mfn) => PvMemory.GetDescriptorWritePage(d, mfn) == 0,
+        ReleaseDescriptorFrame = PvMemory.PutDescriptorWritePage,
+    };
 
     /// <summary>Starts vCPU 0 of <paramref name="domain"/> at the entry in <paramref name="boot"/>.</summary>
-    /// <exception cref="NotSupportedException">No PV CPU engine is wired into this build yet.</exception>
+    /// <exception cref="InvalidOperationException">The bootstrap tables did not validate (the image and the builder disagree).</exception>
     public static void Start(Domain domain, PvBootImage boot)
     {
         ArgumentNullException.ThrowIfNull(domain);
         ArgumentNullException.ThrowIfNull(boot);
-        throw new NotSupportedException(NotWiredMessage);
+        var vcpu = domain.Vcpus[0];
+        var rc = PvMemory.PinTable(domain, boot.L4Mfn, 4);
+        if (rc != 0)
+        {
+            throw new InvalidOperationException($"domain {domain.Id} ({domain.Name}): its bootstrap page tables did not validate as an L4 at mfn 0x{boot.L4Mfn:x} (errno {-rc}); expected the builder's tables to be valid");
+        }
+
+        rc = PvMemory.SetKernelBase(vcpu, boot.L4Mfn);
+        if (rc != 0)
+        {
+            throw new InvalidOperationException($"domain {domain.Id} ({domain.Name}): the bootstrap L4 at mfn 0x{boot.L4Mfn:x} could not become vCPU 0's base (errno {-rc})");
+        }
+
+        PvEngine.Start(domain, vcpu, new PvEntry(boot.Entry, boot.StackPointer, boot.StartInfo), EngineOptions);
     }
 }

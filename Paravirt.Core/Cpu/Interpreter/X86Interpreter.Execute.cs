@@ -971,7 +971,8 @@ public sealed partial class X86Interpreter
                 return ins.NearBranch64;
             case OpKind.Register:
                 return Reg(ins.Op0Register);
-            case OpKind.Memory when ins.MemorySize == MemorySize.UInt64:
+            case OpKind.Memory when ins.MemorySize is MemorySize.UInt64 or MemorySize.QwordOffset:
+                // Iced types the operand of jmp/call qword [mem] (jump tables, vtables) as a QwordOffset.
                 return Load(Ea(in ins), 8);
             default:
                 throw Unimplemented(in ins); // far jumps and calls

@@ -233,7 +233,7 @@ internal sealed partial class PvCpu
 
     /// <summary>
     /// do_update_descriptor: an 8-byte aligned machine address in a frame of the domain whose type
-    /// allows it (<see cref="PvEngineOptions.MayWriteDescriptorFrame"/>), and a descriptor
+    /// allows it (held through <see cref="PvEngineOptions.HoldDescriptorFrame"/> for the write), and a descriptor
     /// check_descriptor accepts (stored with its DPL fixed up).
     /// </summary>
     internal long UpdateDescriptor(ulong machineAddress, ulong descriptor)
@@ -246,12 +246,15 @@ internal sealed partial class PvCpu
         var mfn = machineAddress >> 12;
         var table = Domain.Hypervisor.Frames;
         if (!table.IsValid(mfn) || table.OwnerOf(mfn) != Domain.Id
-            || Options.MayWriteDescriptorFrame is not { } mayWrite || !mayWrite(Domain, mfn))
+            || Options.HoldDescriptorFrame is not { } hold || Options.ReleaseDescriptorFrame is not { } release || !hold(Domain, mfn))
         {
             return -(long)Errno.EINVAL;
         }
 
-        if (!Bus.TryWrite(machineAddress, 8, fixedUp))
+        // The type held keeps the frame from being validated as a page table during the write.
+        var written = Bus.TryWrite(machineAddress, 8, fixedUp);
+        release(Domain, mfn);
+        if (!written)
         {
             return -(long)Errno.EINVAL;
         }

@@ -26,11 +26,14 @@ public sealed record PvEngineOptions
     public Func<Vcpu, ulong, long>? NewGuestUserCr3 { get; init; }
 
     /// <summary>
-    /// <c>update_descriptor</c>: true when the machine frame's page type allows a
-    /// descriptor write (Xen: a segment-descriptor page, or a page that can take the writable type
-    /// — never a page table). Unset: update_descriptor answers -EINVAL.
+    /// <c>update_descriptor</c>, before the write: take a type on the machine frame that keeps it from
+    /// becoming a page table while the descriptor is written (Xen: the segment-descriptor type if the
+    /// frame has it, else the writable type); true when taken. Unset: update_descriptor answers -EINVAL.
     /// </summary>
-    public Func<Domain, ulong, bool>? MayWriteDescriptorFrame { get; init; }
+    public Func<Domain, ulong, bool>? HoldDescriptorFrame { get; init; }
+
+    /// <summary><c>update_descriptor</c>, after the write: drop what <see cref="HoldDescriptorFrame"/> took.</summary>
+    public Action<Domain, ulong>? ReleaseDescriptorFrame { get; init; }
 
     /// <summary>Guest instructions per interpreter slice: the latency of pause, events and TLB flush requests from other threads.</summary>
     public long SliceInstructions { get; init; } = 20_000;

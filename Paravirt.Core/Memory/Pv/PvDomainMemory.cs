@@ -56,6 +56,10 @@ internal sealed unsafe class PvDomainMemory
     private readonly ulong[] _ldtBase;
     private readonly uint[] _ldtEntries;
 
+    // The base pointers this model holds an L4 type reference for, per vCPU: [2v] kernel, [2v+1]
+    // user. Teardown and base changes release exactly these, whatever else wrote PvVcpuState.
+    private readonly ulong[] _heldBases;
+
     public PvDomainMemory(Domain domain, FrameTable frames, int vcpus)
     {
         _domain = domain;
@@ -64,6 +68,7 @@ internal sealed unsafe class PvDomainMemory
         _memory = frames.Memory;
         _ldtBase = new ulong[vcpus];
         _ldtEntries = new uint[vcpus];
+        _heldBases = new ulong[vcpus * 2];
     }
 
     /// <summary>Serialises this domain's page-table validation, updates, pins and base-pointer changes.</summary>
@@ -423,8 +428,9 @@ internal sealed unsafe class PvDomainMemory
     public Errno? SetBase(Vcpu vcpu, ulong mfn, bool user)
     {
         var pv = vcpu.Pv;
-        var old = user ? pv.UserBaseMfn : pv.KernelBaseMfn;
-        if (old == mfn)
+        ref var held = ref _heldBases[(vcpu.Id * 2) + (user ? 1 : 0)];
+        var old = held;
+        if (old == mfn && (user ? pv.UserBaseMfn : pv.KernelBaseMfn) == mfn)
         {
             vcpu.Pv.RequestTlbFlush();
             return null;
@@ -444,6 +450,7 @@ internal sealed unsafe class PvDomainMemory
             }
         }
 
+        held = mfn;
         if (user)
         {
             pv.UserBaseMfn = mfn;
@@ -474,18 +481,17 @@ internal sealed unsafe class PvDomainMemory
         {
             foreach (var v in _domain.Vcpus)
             {
-                var kernel = v.Pv.KernelBaseMfn;
-                var user = v.Pv.UserBaseMfn;
                 v.Pv.KernelBaseMfn = 0;
                 v.Pv.UserBaseMfn = 0;
-                if (kernel != 0)
-                {
-                    PutPageAndType(kernel);
-                }
+            }
 
-                if (user != 0)
+            for (var i = 0; i < _heldBases.Length; i++)
+            {
+                var mfn = _heldBases[i];
+                _heldBases[i] = 0;
+                if (mfn != 0)
                 {
-                    PutPageAndType(user);
+                    PutPageAndType(mfn);
                 }
             }
 

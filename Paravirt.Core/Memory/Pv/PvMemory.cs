@@ -124,6 +124,26 @@ public static unsafe class PvMemory
         }
     }
 
+    /// <summary>
+    /// do_update_descriptor's hold on the frame it writes: the segment-descriptor type if the frame
+    /// has it (an installed GDT/LDT frame), else the writable type, with a general reference. Either
+    /// keeps the frame from being validated as a page table until <see cref="PutDescriptorWritePage"/>.
+    /// 0, or -EINVAL (not the domain's, or a page table).
+    /// </summary>
+    public static long GetDescriptorWritePage(Domain d, ulong mfn)
+    {
+        ArgumentNullException.ThrowIfNull(d);
+        var mm = d.PvMm;
+        lock (mm.Lock)
+        {
+            var type = TypeOf(d, mfn) == PageType.SegDesc ? PageType.SegDesc : PageType.Writable;
+            return Result(mm.GetPageAndType(mfn, type));
+        }
+    }
+
+    /// <summary>Drops what <see cref="GetDescriptorWritePage"/> took.</summary>
+    public static void PutDescriptorWritePage(Domain d, ulong mfn) => PutSegDescPage(d, mfn);
+
     /// <summary>The LDT the vCPU set with MMUEXT_SET_LDT: its linear base and number of entries (0 = none).</summary>
     public static (ulong Base, uint Entries) Ldt(Vcpu v)
     {

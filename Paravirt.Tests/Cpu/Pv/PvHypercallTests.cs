@@ -90,13 +90,15 @@ public sealed class PvHypercallTests : IDisposable
         refusing.UpdateDescriptor((mfn << 12) + 8, code).Should().Be(-(long)Errno.EINVAL, "no page-type check is wired");
 
         var allowed = new List<ulong>();
+        var released = new List<ulong>();
         var cpu = new PvCpu(k.Domain, k.Vcpu, new PvEntry(K.CodeVa, K.StackTop, 0), new PvEngineOptions
         {
-            MayWriteDescriptorFrame = (d, f) =>
+            HoldDescriptorFrame = (d, f) =>
             {
                 allowed.Add(f);
                 return true;
             },
+            ReleaseDescriptorFrame = (d, f) => released.Add(f),
         });
         cpu.UpdateDescriptor((mfn << 12) + 4, code).Should().Be(-(long)Errno.EINVAL, "not 8-byte aligned");
         cpu.UpdateDescriptor((mfn << 12) + 8, 0x0000_8900_0000_0067UL).Should().Be(-(long)Errno.EINVAL, "a TSS descriptor");
@@ -106,6 +108,7 @@ public sealed class PvHypercallTests : IDisposable
         cpu.UpdateDescriptor((mfn << 12) + 8, code).Should().Be(0);
         k.ReadU64(K.DataVa + 8).Should().Be(0x00AF_FA00_0000_FFFFUL, "stored with its DPL fixed up");
         allowed.Should().Equal(mfn);
+        released.Should().Equal([mfn], "the frame's type is held for the write only");
     }
 
     [Fact]
