@@ -295,6 +295,47 @@ public sealed class DataMovementTests
     }
 
     [Fact]
+    public void Jmp_And_Call_Through_A_Table_In_Memory_Reach_The_Entry_They_Index()
+    {
+        // A compiler's switch: jmp qword [base + index*8]; and an indirect call through a slot.
+        // Iced types these memory operands as QwordOffset, not UInt64 (PV GRUB's first #UD).
+        const ulong Table = 0x8000;
+        var m = new InterpreterMachine();
+        m.Load(a =>
+        {
+            var zero = a.CreateLabel();
+            var one = a.CreateLabel();
+            var joined = a.CreateLabel();
+            var fn = a.CreateLabel();
+            var end = a.CreateLabel();
+            a.mov(r8, Table);
+            a.lea(rax, __[zero]);
+            a.mov(__[r8], rax);
+            a.lea(rax, __[one]);
+            a.mov(__[r8 + 8], rax);
+            a.lea(rax, __[fn]);
+            a.mov(__[r8 + 16], rax);
+            a.mov(ecx, 1);
+            a.jmp(__qword_ptr[r8 + rcx * 8]);
+            a.Label(ref zero);
+            a.mov(ebx, 111);
+            a.jmp(joined);
+            a.Label(ref one);
+            a.mov(ebx, 222);
+            a.Label(ref joined);
+            a.call(__qword_ptr[r8 + 16]);
+            a.jmp(end);
+            a.Label(ref fn);
+            a.add(ebx, 1000);
+            a.ret();
+            a.Label(ref end);
+        });
+        m.RunToHalt();
+        m[Gpr.Rbx].Should().Be(1222, "the jump took table entry 1, then the call ran the function in entry 2");
+        m.Platform.Unimplemented.Should().BeEmpty();
+    }
+
+    [Fact]
     public void Push_Pop_Enter_Leave_And_Ret_Imm_Move_The_Stack()
     {
         var m = new InterpreterMachine();
