@@ -14,45 +14,14 @@ internal static class ManagedEngine
     public static Thread StartVcpuThread(Domain domain, Vcpu vcpu, Action<IGuestCpu> entry)
     {
         var cpu = new ManagedCpu(domain, vcpu);
-        var thread = new Thread(() => Run(domain, vcpu, cpu, entry))
-        {
-            IsBackground = true,
-            Name = $"d{domain.Id}v{vcpu.Id}",
-        };
-        vcpu.SetRunstate(Vcpu.RUNSTATE_running);
-        vcpu.UpdateTimeInfo();
-        thread.Start();
-        return thread;
-    }
-
-    private static void Run(Domain domain, Vcpu vcpu, ManagedCpu cpu, Action<IGuestCpu> entry)
-    {
-        try
+        return VcpuThread.Start(domain, vcpu, $"d{domain.Id}v{vcpu.Id}", () =>
         {
             entry(cpu);
             if (domain.IsAlive && vcpu.Id == 0)
             {
                 domain.Crash("vCPU 0 returned from the kernel's entry point without SCHEDOP_shutdown");
             }
-        }
-        catch (VcpuExitException)
-        {
-            // The domain shut down, crashed or is being destroyed: the vCPU leaves guest code.
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            domain.Crash($"unhandled {e.GetType().Name} on vCPU {vcpu.Id}: {e.Message}");
-        }
-        finally
-        {
-            vcpu.SetRunstate(Vcpu.RUNSTATE_offline);
-            lock (domain.VcpuLock)
-            {
-                // A secondary entry that returns leaves the vCPU down; VCPUOP_up enters it afresh.
-                vcpu.HasThread = false;
-                vcpu.SetDown(true);
-            }
-        }
+        }, e => $"unhandled {e.GetType().Name} on vCPU {vcpu.Id}: {e.Message}");
     }
 }
 

@@ -33,4 +33,24 @@ internal static class WordAtomics
             }
         }
     }
+
+    /// <summary>
+    /// Compare-exchange of an operand that straddles two 8-byte words (a misaligned locked access):
+    /// serialised on <paramref name="splitLock"/>, the bus's lock for such exchanges, as a read, a
+    /// compare and a write. The caller has checked the range.
+    /// </summary>
+    public static ulong CompareExchangeSplit(IGuestMemoryBus bus, Lock splitLock, ulong pa, int size, ulong value, ulong comparand)
+    {
+        var mask = size == 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
+        lock (splitLock)
+        {
+            bus.TryRead(pa, size, out var original);
+            if (original == (comparand & mask))
+            {
+                bus.TryWrite(pa, size, value);
+            }
+
+            return original;
+        }
+    }
 }

@@ -78,40 +78,12 @@ public static class PvEngine
         domain.StartEngineVcpu(vcpu, () =>
         {
             vcpu.Pv.Engine = cpu;
-            var thread = new Thread(() => Run(domain, vcpu, cpu))
-            {
-                IsBackground = true,
-                Name = $"d{domain.Id}v{vcpu.Id}-pv",
-            };
-            vcpu.SetRunstate(Vcpu.RUNSTATE_running);
-            vcpu.UpdateTimeInfo();
-            thread.Start();
-            return thread;
+            return VcpuThread.Start(
+                domain,
+                vcpu,
+                $"d{domain.Id}v{vcpu.Id}-pv",
+                cpu.Run,
+                e => $"PV engine error on vCPU {vcpu.Id} at rip 0x{cpu.State.Rip:x}: {e.GetType().Name}: {e.Message}");
         });
-    }
-
-    private static void Run(Domain domain, Vcpu vcpu, PvCpu cpu)
-    {
-        try
-        {
-            cpu.Run();
-        }
-        catch (VcpuExitException)
-        {
-            // The domain shut down, crashed or is being destroyed.
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            domain.Crash($"PV engine error on vCPU {vcpu.Id} at rip 0x{cpu.State.Rip:x}: {e.GetType().Name}: {e.Message}");
-        }
-        finally
-        {
-            vcpu.SetRunstate(Vcpu.RUNSTATE_offline);
-            lock (domain.VcpuLock)
-            {
-                vcpu.HasThread = false;
-                vcpu.SetDown(true);
-            }
-        }
     }
 }

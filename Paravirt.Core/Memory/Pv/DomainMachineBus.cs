@@ -97,17 +97,7 @@ public sealed unsafe class DomainMachineBus : IGuestMemoryBus
         var offset = (int)(pa & 7);
         if (offset + size > 8)
         {
-            // Split across two words (a misaligned locked access): serialise such exchanges on this bus.
-            var mask = size == 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
-            lock (_splitLock)
-            {
-                TryRead(pa, size, out original);
-                if (original == (comparand & mask))
-                {
-                    TryWrite(pa, size, value);
-                }
-            }
-
+            original = WordAtomics.CompareExchangeSplit(this, _splitLock, pa, size, value, comparand);
             return true;
         }
 
