@@ -67,9 +67,9 @@ internal static class PvCpuid
             case 1:
                 return new CpuidResult((uint)((Domains.Hypervisor.MajorVersion << 16) | Domains.Hypervisor.MinorVersion), 0, 0, 0);
             case 2:
-                // One hypercall page, its MSR at 0x40000000. XEN_CPUID_FEAT1_MMU_PT_UPDATE_PRESERVE_AD is
-                // left clear until the PV memory model implements MMU_PT_UPDATE_PRESERVE_AD.
-                return new CpuidResult(1, HypervisorBase, 0, 0);
+                // One hypercall page, its MSR at 0x40000000; ecx: XEN_CPUID_FEAT1_MMU_PT_UPDATE_PRESERVE_AD
+                // (bit 0, arch-x86/cpuid.h), which mmu_update implements.
+                return new CpuidResult(1, HypervisorBase, 1u << 0, 0);
             case 3:
                 {
                     var clock = vcpu.Domain.Hypervisor.Clock;

@@ -181,6 +181,9 @@ public sealed class PvEngineTests : IDisposable
             a.mov(eax, 0x4000_0001);
             a.db(0x0F, 0x0B, (byte)'x', (byte)'e', (byte)'n', 0x0F, 0xA2);
             a.mov(__dword_ptr[Out + 16], eax);
+            a.mov(eax, 0x4000_0002);
+            a.db(0x0F, 0x0B, (byte)'x', (byte)'e', (byte)'n', 0x0F, 0xA2);
+            a.mov(__dword_ptr[Out + 24], ecx);
             a.mov(eax, 1);
             a.cpuid(); // plain cpuid: the same policy
             a.mov(__dword_ptr[Out + 20], ecx);
@@ -196,6 +199,7 @@ public sealed class PvEngineTests : IDisposable
         ((uint)k.ReadU64(Out + 12)).Should().Be(0x4000_0005, "the largest hypervisor leaf (XEN_CPUID_MAX_NUM_LEAVES)");
         ((uint)k.ReadU64(Out + 16)).Should().Be((4u << 16) | 17, "Xen 4.17");
         ((uint)k.ReadU64(Out + 20) & (1u << 31)).Should().NotBe(0, "the hypervisor bit");
+        ((uint)k.ReadU64(Out + 24) & 1).Should().Be(1u, "XEN_CPUID_FEAT1_MMU_PT_UPDATE_PRESERVE_AD: mmu_update takes MMU_PT_UPDATE_PRESERVE_AD");
     }
 
     [Fact]
