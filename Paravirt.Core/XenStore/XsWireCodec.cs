@@ -55,30 +55,14 @@ internal static class XsWireCodec
     public static XsReadStatus TryRead(ref ReadOnlySequence<byte> buffer, out XsMessage message)
     {
         message = default;
-        if (buffer.Length < HeaderSize)
+        var status = TryFrame(buffer, out var header, out var len);
+        if (status != XsReadStatus.Message)
         {
-            return XsReadStatus.NeedMore;
-        }
-
-        Span<byte> header = stackalloc byte[HeaderSize];
-        buffer.Slice(0, HeaderSize).CopyTo(header);
-        var len = BinaryPrimitives.ReadUInt32LittleEndian(header[12..]);
-        if (len > XsWire.XENSTORE_PAYLOAD_MAX)
-        {
-            return XsReadStatus.TooLong;
-        }
-
-        if (buffer.Length < HeaderSize + len)
-        {
-            return XsReadStatus.NeedMore;
+            return status;
         }
 
         var payload = len == 0 ? [] : buffer.Slice(HeaderSize, len).ToArray();
-        message = new XsMessage(
-            BinaryPrimitives.ReadUInt32LittleEndian(header),
-            BinaryPrimitives.ReadUInt32LittleEndian(header[4..]),
-            BinaryPrimitives.ReadUInt32LittleEndian(header[8..]),
-            payload);
+        message = new XsMessage(header.Type, header.ReqId, header.TxId, payload);
         buffer = buffer.Slice(HeaderSize + len);
         return XsReadStatus.Message;
     }
@@ -97,6 +81,23 @@ internal static class XsWireCodec
             throw new ArgumentException($"the payload buffer must hold {XsWire.XENSTORE_PAYLOAD_MAX} bytes, it has {payload.Length}", nameof(payload));
         }
 
+        var status = TryFrame(buffer, out header, out var len);
+        if (status != XsReadStatus.Message)
+        {
+            return status;
+        }
+
+        buffer.Slice(HeaderSize, len).CopyTo(payload);
+        length = (int)len;
+        buffer = buffer.Slice(HeaderSize + len);
+        return XsReadStatus.Message;
+    }
+
+    /// <summary>Reads the header at the front of <paramref name="buffer"/> and checks that the whole message is there.</summary>
+    private static XsReadStatus TryFrame(in ReadOnlySequence<byte> buffer, out XsHeader header, out uint len)
+    {
+        header = default;
+        len = 0;
         if (buffer.Length < HeaderSize)
         {
             return XsReadStatus.NeedMore;
@@ -104,7 +105,7 @@ internal static class XsWireCodec
 
         Span<byte> head = stackalloc byte[HeaderSize];
         buffer.Slice(0, HeaderSize).CopyTo(head);
-        var len = BinaryPrimitives.ReadUInt32LittleEndian(head[12..]);
+        len = BinaryPrimitives.ReadUInt32LittleEndian(head[12..]);
         if (len > XsWire.XENSTORE_PAYLOAD_MAX)
         {
             return XsReadStatus.TooLong;
@@ -115,13 +116,10 @@ internal static class XsWireCodec
             return XsReadStatus.NeedMore;
         }
 
-        buffer.Slice(HeaderSize, len).CopyTo(payload);
         header = new XsHeader(
             BinaryPrimitives.ReadUInt32LittleEndian(head),
             BinaryPrimitives.ReadUInt32LittleEndian(head[4..]),
             BinaryPrimitives.ReadUInt32LittleEndian(head[8..]));
-        length = (int)len;
-        buffer = buffer.Slice(HeaderSize + len);
         return XsReadStatus.Message;
     }
 
