@@ -62,7 +62,16 @@ public sealed class Hypervisor : IDisposable
         Clock = new Clock(Options.Wallclock);
         Timers = new TimerService(Clock);
         Hypercalls = HypercallTable.CreateDefault();
-        HostDomain = new Domain(this, 0, new DomainConfig { Name = "Domain-0", MemoryMiB = 0, Vcpus = 1 });
+        // Xen's create_dom0 gives domain 0 no event-channel limit of its own (max_evtchn_port -1): only
+        // the ABI bounds it. The host binds two ports per guest (store, console) plus one per device,
+        // so the guests' default of 1023 would stop the host near 500 domains.
+        HostDomain = new Domain(this, 0, new DomainConfig
+        {
+            Name = "Domain-0",
+            MemoryMiB = 0,
+            Vcpus = 1,
+            Limits = DomainLimits.Default with { MaxEventChannels = Abi.EventChannel.EVTCHN_FIFO_NR_CHANNELS },
+        });
         HostDomain.MarkHostRunning();
         Host = new Events.HostEvents(this);
         HostGrants = new Grants.HostGrants(this);

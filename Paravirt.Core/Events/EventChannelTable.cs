@@ -75,7 +75,7 @@ internal sealed class EventChannelTable
     /// Highest port this domain may use: its own limit (Xen's max_evtchn_port) and the ABI's
     /// (max_evtchns: 4096 ports for 2-level, 2^17 for FIFO, whether or not their event words exist yet).
     /// </summary>
-    public int MaxPort => Math.Min(_portLimit, (Delivery is FifoEvents ? EventChannel.EVTCHN_FIFO_NR_CHANNELS : EventChannel.EVTCHN_2L_NR_CHANNELS) - 1);
+    public int MaxPort => Math.Min(_portLimit, (Delivery is FifoEvents or HostEventDelivery ? EventChannel.EVTCHN_FIFO_NR_CHANNELS : EventChannel.EVTCHN_2L_NR_CHANNELS) - 1);
 
     /// <summary>Ports below this have been allocated at some time (Xen's valid_evtchns).</summary>
     public int ValidPorts => Volatile.Read(ref _channels).Length;

@@ -12,6 +12,25 @@ public sealed class HostEventChannelTests : IDisposable
     public void Dispose() => _hv.Dispose();
 
     [Fact]
+    public void The_Host_Has_No_Event_Channel_Limit_But_The_Abis_As_Xens_Dom0()
+    {
+        // Every guest costs the host two ports (store, console) and one per device, so the guests'
+        // default of 1023 would stop the host near 500 domains (the density run hit it at 512).
+        var d = _hv.CreateDomain(new DomainConfig { Name = "many", MemoryMiB = 4 });
+        _hv.HostDomain.Events.MaxPort.Should().Be(EventChannel.EVTCHN_FIFO_NR_CHANNELS - 1);
+        var ports = new List<long>();
+        for (var i = 0; i < 3000; i++)
+        {
+            var port = _hv.HostDomain.Events.AllocUnbound(d.Id);
+            port.Should().BePositive($"host port {i + 1} of 3000 should be allocated");
+            ports.Add(port);
+        }
+
+        ports.Should().OnlyHaveUniqueItems();
+        d.Events.MaxPort.Should().Be(DomainLimits.Default.MaxEventChannels, "a guest keeps its own limit (xl's max_event_channels)");
+    }
+
+    [Fact]
     public async Task Host_Binds_A_Guest_Port_And_Each_Side_Notifies_The_Other()
     {
         using var offered = new SemaphoreSlim(0);
