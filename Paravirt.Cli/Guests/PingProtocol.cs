@@ -21,11 +21,14 @@ internal static class PingProtocol
     /// <summary>The longest payload a ping carries (the frames stay below 1514 bytes).</summary>
     public const int MaxPayload = 1000;
 
-    /// <summary>Writes ping <paramref name="seq"/>'s payload of stream <paramref name="seed"/> into <paramref name="into"/>; returns its length (0..MaxPayload).</summary>
-    public static int Payload(Span<byte> into, ulong seed, int seq)
+    /// <summary>
+    /// Writes ping <paramref name="seq"/>'s payload of stream <paramref name="seed"/> into
+    /// <paramref name="into"/>; returns its length (0..<paramref name="maxPayload"/>, by default <see cref="MaxPayload"/>).
+    /// </summary>
+    public static int Payload(Span<byte> into, ulong seed, int seq, int maxPayload = MaxPayload)
     {
         var x = (uint)(seed * 7919UL) ^ (uint)(seq * 104729) | 1u;
-        var length = (int)(x % (MaxPayload + 1));
+        var length = (int)(x % (uint)(maxPayload + 1));
         for (var i = 0; i < length; i++)
         {
             x ^= x << 13;

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using Paravirt.Cli.Guests;
 using Paravirt.Core.Backends.Network;
 using Paravirt.Core.Domains;
 using Paravirt.Guest;
@@ -23,32 +24,11 @@ public sealed class NetworkEndToEndTests : IDisposable
     private const byte Ping = 1, Pong = 2, Done = 3, Data = 4, Ack = 5;
     private const int Meta = 14 + 11;
 
-    /// <summary>The payload of frame <paramref name="seq"/> of a stream: its length and bytes follow from the seed and sequence alone.</summary>
-    private static int Payload(Span<byte> into, int seed, int seq, int maxLength = NetFrontend.MaxFrameBytes - Meta)
-    {
-        var x = (uint)((seed * 7919) ^ (seq * 104729)) | 1u;
-        var length = (int)(x % (uint)(maxLength + 1));
-        for (var i = 0; i < length; i++)
-        {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            into[i] = (byte)x;
-        }
+    /// <summary>The payload of frame <paramref name="seq"/> of a stream: the demo's generator (<see cref="PingProtocol.Payload"/>) up to a full frame.</summary>
+    private static int Payload(Span<byte> into, int seed, int seq) =>
+        PingProtocol.Payload(into, (ulong)seed, seq, NetFrontend.MaxFrameBytes - Meta);
 
-        return length;
-    }
-
-    private static uint Fnv(ReadOnlySpan<byte> bytes)
-    {
-        var h = 2166136261u;
-        foreach (var b in bytes)
-        {
-            h = (h ^ b) * 16777619u;
-        }
-
-        return h;
-    }
+    private static uint Fnv(ReadOnlySpan<byte> bytes) => PingProtocol.Fnv(bytes);
 
     private static int Build(Span<byte> frame, ReadOnlySpan<byte> to, ReadOnlySpan<byte> from, byte kind, int seq, ReadOnlySpan<byte> payload)
     {

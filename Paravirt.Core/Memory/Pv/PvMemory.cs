@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Domains;
 
@@ -213,7 +214,8 @@ public static unsafe class PvMemory
 
     /// <summary>copy_to_guest through the vCPU's page tables; a fault part-way leaves the earlier pages written, as in Xen.</summary>
     public static bool TryCopyToGuest(Vcpu v, ulong va, ReadOnlySpan<byte> source) =>
-        Copy(v, va, MemoryMarshalHelpers.AsWritable(source), write: true);
+        // Copy only reads the buffer when it writes the guest, so the read-only source may pass as writable.
+        Copy(v, va, MemoryMarshal.CreateSpan(ref MemoryMarshal.GetReference(source), source.Length), write: true);
 
     internal static bool TryCopyFromGuest<T>(Vcpu v, ulong va, out T value)
         where T : unmanaged
@@ -309,11 +311,4 @@ public static unsafe class PvMemory
     internal static void Teardown(Domain d) => d.PvMm.Teardown();
 
     internal static long Result(Errno? e) => e is { } errno ? -(long)errno : 0;
-}
-
-/// <summary>The one place a read-only span is viewed as writable: only for copies that never write to it.</summary>
-internal static class MemoryMarshalHelpers
-{
-    public static Span<byte> AsWritable(ReadOnlySpan<byte> source) =>
-        System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(source), source.Length);
 }
