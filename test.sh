@@ -26,6 +26,50 @@ if ((${#missing[@]})); then
     }
 fi
 
+# Real guests from Debian's packages, fetched once into a cache (never installed, never committed):
+# the -unsigned kernels of linux-image-cloud-amd64 and linux-image-amd64 (bzImages with CONFIG_XEN_PV=y,
+# their modules beside them) and busybox-static for the initramfs images the tests build.
+cache="${PARAVIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/paravirt}"
+export PARAVIRT_CACHE="$cache"
+apt_updated=0
+fetch_deb() { # fetch_deb PACKAGE DIR: apt-get download PACKAGE and dpkg -x it into $cache/DIR
+    local pkg="$1" dest="$cache/$2" tmp
+    [[ -f "$dest/.fetched" && "$(cat "$dest/.fetched")" == "$pkg" ]] && return 0
+    tmp="$(mktemp -d)"
+    if ! (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1); then
+        if ((apt_updated == 0)) && [[ $(id -u) -eq 0 ]]; then
+            apt_updated=1
+            apt-get update -qq >/dev/null 2>&1
+        fi
+        (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null) || {
+            echo "test.sh: apt-get download $pkg failed" >&2
+            rm -rf "$tmp"
+            return 1
+        }
+    fi
+    rm -rf "$dest" && mkdir -p "$dest" && dpkg -x "$tmp"/*.deb "$dest" && echo "$pkg" >"$dest/.fetched"
+    local rc=$?
+    rm -rf "$tmp"
+    return $rc
+}
+kernel_package() { # kernel_package META: the -unsigned image package the metapackage depends on
+    local dep
+    dep="$(apt-cache depends "$1" 2>/dev/null | sed -nE 's/^ *Depends: (linux-image-[0-9][^ ]*)$/\1/p' | head -n1)"
+    if [[ -z "$dep" && $apt_updated -eq 0 && $(id -u) -eq 0 ]]; then
+        apt_updated=1
+        apt-get update -qq >/dev/null 2>&1
+        dep="$(apt-cache depends "$1" 2>/dev/null | sed -nE 's/^ *Depends: (linux-image-[0-9][^ ]*)$/\1/p' | head -n1)"
+    fi
+    [[ -n "$dep" ]] && echo "${dep}-unsigned"
+}
+mkdir -p "$cache"
+for meta in linux-image-cloud-amd64:linux-cloud linux-image-amd64:linux-generic; do
+    pkg="$(kernel_package "${meta%%:*}")" && fetch_deb "$pkg" "${meta#*:}" \
+        || echo "test.sh: could not fetch the kernel of ${meta%%:*} (apt-get download linux-image-<version>-unsigned); the Linux tests will fail naming it" >&2
+done
+fetch_deb busybox-static busybox \
+    || echo "test.sh: could not fetch busybox-static (apt-get download busybox-static); the Linux tests will fail naming it" >&2
+
 results="$(mktemp -d)"
 trap 'rm -rf "$results"' EXIT
 dotnet test Paravirt.sln -c Release --logger "trx" --logger "console;verbosity=minimal" \

@@ -33,6 +33,12 @@ internal static class ExitCodes
     /// <summary>run: the kernel image is not a bootable 64-bit PV kernel (not ELF, bad Xen notes, required features a PV domU lacks).</summary>
     public const int BadKernel = 9;
 
+    /// <summary>
+    /// run: the domain stopped because its last vCPU went down (VCPUOP_down) rather than asking to
+    /// shut down; Xen powers it off all the same, but a Linux guest gets here by <c>halt()</c> after a fatal error.
+    /// </summary>
+    public const int AllVcpusDown = 10;
+
     /// <summary>Interrupted by SIGINT or SIGTERM before the domain ended; the domain was destroyed.</summary>
     public const int Interrupted = 130;
 }

@@ -261,6 +261,12 @@ internal static class RunCommand
                 return ($"crashed: {exit.Reason}", spec.OnCrash, ExitCodes.Crashed);
             }
 
+            if (exit.LastVcpuWentDown && exit.ShutdownCode == Sched.SHUTDOWN_poweroff)
+            {
+                // Xen powers the domain off too, but no guest asked for it: say so, and what the console said last.
+                return ($"stopped: {exit.Reason}, without SCHEDOP_shutdown (Xen powers it off); the console above shows why", spec.OnPoweroff, ExitCodes.AllVcpusDown);
+            }
+
             return exit.ShutdownCode switch
             {
                 Sched.SHUTDOWN_poweroff => ("powered off", spec.OnPoweroff, ExitCodes.Ok),

@@ -48,6 +48,9 @@ public sealed class Domain
     /// <summary>The classic PV memory model's state for this domain (page-table types, pins, LDTs).</summary>
     internal Memory.Pv.PvDomainMemory PvMm { get; }
 
+    /// <summary>The domain's PIRQs (PHYSDEVOP_get_free_pirq, _eoi, _irq_status_query).</summary>
+    internal DomainPirqs Pirqs { get; } = new();
+
     /// <summary>The domain's grant table (its grants to others, and the grants it has mapped).</summary>
     internal Grants.DomainGrantTable Grants { get; }
 
@@ -286,7 +289,7 @@ public sealed class Domain
     private int _destroyed;
 
     /// <summary>Moves the domain into an end state once; later calls keep the first reason (Dead always wins).</summary>
-    internal void End(DomainState state, uint code, string reason)
+    internal void End(DomainState state, uint code, string reason, bool lastVcpuWentDown = false)
     {
         bool changed;
         lock (_stateLock)
@@ -298,7 +301,7 @@ public sealed class Domain
             }
         }
 
-        _exit.TrySetResult(new DomainExit(state, code, reason));
+        _exit.TrySetResult(new DomainExit(state, code, reason) { LastVcpuWentDown = lastVcpuWentDown });
         _unpaused.Set();
         foreach (var v in Vcpus)
         {
@@ -432,7 +435,18 @@ public sealed class Domain
             }
         }
 
-        Hypercalls.SchedOp.Shutdown(this, Sched.SHUTDOWN_poweroff, $"its last vCPU ({vcpu.Id}) went down");
+        // domain_shutdown(d, SHUTDOWN_poweroff), which takes a code set earlier by SCHEDOP_shutdown_code instead.
+        var reason = $"its last vCPU ({vcpu.Id}) went down (VCPUOP_down)";
+        var code = PendingShutdownCode ?? Sched.SHUTDOWN_poweroff;
+        if (code == Sched.SHUTDOWN_crash)
+        {
+            Crash(reason);
+        }
+        else
+        {
+            End(DomainState.Shutdown, code, reason, lastVcpuWentDown: true);
+        }
+
         return 0;
     }
 

@@ -20,4 +20,13 @@ public enum DomainState
 /// <param name="State">Shutdown, Crashed or Dead.</param>
 /// <param name="ShutdownCode">The <c>SHUTDOWN_*</c> reason for a shutdown (<c>SHUTDOWN_crash</c> = 3 for a crash).</param>
 /// <param name="Reason">Words for a person: the guest's reason or the crash's cause.</param>
-public sealed record DomainExit(DomainState State, uint ShutdownCode, string Reason);
+public sealed record DomainExit(DomainState State, uint ShutdownCode, string Reason)
+{
+    /// <summary>
+    /// The shutdown came from the last vCPU going down (VCPUOP_down), not from SCHEDOP_shutdown:
+    /// Xen 4.17 powers such a domain off (domain_shutdown with SHUTDOWN_poweroff), and so does
+    /// Paravirt, but a host may want to tell it apart: Linux's <c>halt()</c> with interrupts
+    /// disabled ends this way after a fatal early error.
+    /// </summary>
+    public bool LastVcpuWentDown { get; init; }
+}

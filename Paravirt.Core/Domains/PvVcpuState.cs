@@ -56,6 +56,12 @@ public sealed class PvVcpuState
     /// <summary>The interpreted PV vCPU running this vCPU (set by <c>PvEngine.Start</c>), or null for a managed vCPU.</summary>
     internal Cpu.Pv.PvCpu? Engine { get; set; }
 
+    /// <summary>
+    /// PHYSDEVOP_set_iobitmap: the guest's I/O bitmap (a guest address) and how many ports it covers.
+    /// Recorded only: a domU is permitted no ports, so port I/O reads all ones or #GPs by the IOPL alone.
+    /// </summary>
+    public (ulong Bitmap, uint Ports) IoBitmap { get; internal set; }
+
     /// <summary>For the engine: true (once) if a flush was requested since the last call.</summary>
     public bool TakeTlbFlushRequest() => Interlocked.Exchange(ref _flushPending, 0) != 0;
 }

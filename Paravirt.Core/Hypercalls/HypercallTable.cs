@@ -64,6 +64,7 @@ public sealed unsafe class HypercallTable
         t.Register(Xen.__HYPERVISOR_mmuext_op, &MmuExtOp.Handle);
         t.Register(Xen.__HYPERVISOR_update_va_mapping, &UpdateVaMappingOp.Handle);
         t.Register(Xen.__HYPERVISOR_update_va_mapping_otherdomain, &UpdateVaMappingOp.HandleOtherDomain);
+        t.Register(Xen.__HYPERVISOR_physdev_op, &PhysdevOp.Handle);
         return t;
     }
 

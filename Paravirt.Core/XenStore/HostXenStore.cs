@@ -350,6 +350,12 @@ public sealed class HostXenStore : XenStoreClient
             tx.Write($"{home}/memory/target", kb);
             tx.Write($"{home}/store/port", guestPort.ToString(CultureInfo.InvariantCulture));
             tx.Write($"{home}/store/ring-ref", storeFrame.ToString(CultureInfo.InvariantCulture));
+
+            // libxl__build_post: every vCPU the domain may bring up, and whether it should be up.
+            for (var i = 0; i < domain.Vcpus.Length; i++)
+            {
+                tx.Write($"{home}/cpu/{i}/availability", "online");
+            }
         });
 
         SubmitChecked(XsMessage.Strings(xsd_sockmsg_type.XS_INTRODUCE, 0, 0, self, storeMfn.ToString(CultureInfo.InvariantCulture), guestPort.ToString(CultureInfo.InvariantCulture)));

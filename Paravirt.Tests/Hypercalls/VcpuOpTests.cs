@@ -192,7 +192,8 @@ public sealed class VcpuOpTests : IDisposable
         }));
         var exit = await d.ExitWithinAsync();
         exit.State.Should().Be(DomainState.Shutdown);
-        exit.ShutdownCode.Should().Be(Sched.SHUTDOWN_poweroff);
+        exit.ShutdownCode.Should().Be(Sched.SHUTDOWN_poweroff, "Xen 4.17's VCPUOP_down: domain_shutdown(d, SHUTDOWN_poweroff) for the last vCPU");
+        exit.LastVcpuWentDown.Should().BeTrue("the host can tell it from a guest's SCHEDOP_shutdown");
         d.Destroy();
     }
 

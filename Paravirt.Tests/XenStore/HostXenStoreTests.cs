@@ -101,7 +101,7 @@ public sealed class HostXenStoreTests : IDisposable
         (await Next(intro)).Path.Should().Be("@introduceDomain");
         (await Next(release)).Path.Should().Be("@releaseDomain");
 
-        var d = hv.CreateDomain(new DomainConfig { Name = "guest-a", MemoryMiB = 4 });
+        var d = hv.CreateDomain(new DomainConfig { Name = "guest-a", MemoryMiB = 4, Vcpus = 2 });
         (await Next(intro)).Should().Be(new XenStoreWatchEvent("@introduceDomain", "i"));
         var home = HostXenStore.DomainPath(d.Id);
         xs.Read($"{home}/name").Should().Be("guest-a");
@@ -109,6 +109,9 @@ public sealed class HostXenStoreTests : IDisposable
         xs.GetPerms(home).Should().Equal("n0", $"r{d.Id}"); // libxl's roperm: dom0's, readable by the domain
         xs.GetPerms($"{home}/data").Should().Equal($"n{d.Id}"); // libxl's rwperm
         xs.Read($"{home}/memory/target").Should().Be("4096");
+        xs.Read($"{home}/cpu/0/availability").Should().Be("online", "libxl__build_post writes every vCPU's availability (Linux reads it for each vCPU)");
+        xs.Read($"{home}/cpu/1/availability").Should().Be("online");
+        xs.Read($"{home}/cpu/2/availability").Should().BeNull();
         xs.Read($"{home}/store/port").Should().Be(d.StoreEvtchn.ToString(System.Globalization.CultureInfo.InvariantCulture));
         xs.Read($"{home}/store/ring-ref").Should().Be("2");
         d.StoreEvtchn.Should().NotBe(0u);

@@ -15,6 +15,9 @@ public interface IInterpreterPlatform
     /// <summary><c>cpuid</c> with eax = <paramref name="leaf"/>, ecx = <paramref name="subleaf"/>: the machine's CPUID policy.</summary>
     CpuidResult Cpuid(uint leaf, uint subleaf);
 
+    /// <summary>CPUID faulting is on for the current mode: <c>cpuid</c> raises #GP(0) instead of answering.</summary>
+    bool CpuidFaults => false;
+
     /// <summary>The guest's time stamp counter for <c>rdtsc</c>/<c>rdtscp</c>.</summary>
     ulong ReadTsc();
 

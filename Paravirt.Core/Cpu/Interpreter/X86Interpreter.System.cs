@@ -17,6 +17,11 @@ public sealed partial class X86Interpreter
         {
             case Mnemonic.Cpuid:
                 {
+                    if (_platform.CpuidFaults)
+                    {
+                        throw GeneralProtection();
+                    }
+
                     var r = _platform.Cpuid((uint)_cpu.Gpr[Gpr.Rax], (uint)_cpu.Gpr[Gpr.Rcx]);
                     _cpu.Gpr[Gpr.Rax] = r.Eax;
                     _cpu.Gpr[Gpr.Rbx] = r.Ebx;

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Iced.Intel;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Cpu.Interpreter;
@@ -11,7 +12,23 @@ namespace Paravirt.Core.Cpu.Pv;
 internal sealed partial class PvCpu
 {
     public const uint MsrApicBase = 0x1B, MsrTsc = 0x10, MsrPat = 0x277, MsrEfer = 0xC000_0080;
-    public const uint MsrFsBase = 0xC000_0100, MsrGsBase = 0xC000_0101, MsrShadowGsBase = 0xC000_0102;
+    public const uint MsrFsBase = 0xC000_0100, MsrGsBase = 0xC000_0101, MsrShadowGsBase = 0xC000_0102, MsrTscAux = 0xC000_0103;
+    public const uint MsrPlatformId = 0x17, MsrFeatureControl = 0x3A, MsrUcodeRev = 0x8B, MsrPlatformInfo = 0xCE;
+    public const uint MsrMperf = 0xE7, MsrAperf = 0xE8, MsrMiscFeaturesEnables = 0x140, MsrPerfStatus = 0x198, MsrPerfCtl = 0x199;
+    public const uint MsrThermControl = 0x19A, MsrThermStatus = 0x19C, MsrMiscEnable = 0x1A0, MsrEnergyPerfBias = 0x1B0;
+    public const uint MsrPerfCapabilities = 0x345, MsrHypercallPage = 0x4000_0000;
+
+    /// <summary>IA32_FEATURE_CONTROL_LOCK: locked, no VMX, no LMCE.</summary>
+    public const ulong FeatureControlLock = 1;
+
+    /// <summary>MSR_PLATFORM_INFO bit 31 and MSR_MISC_FEATURES_ENABLES bit 0: CPUID faulting.</summary>
+    public const ulong PlatformInfoCpuidFaulting = 1UL << 31, MiscFeaturesCpuidFaulting = 1;
+
+    /// <summary>
+    /// guest_misc_enable of the virtual CPU's MISC_ENABLE (fast strings): Xen clears PERF_AVAIL and
+    /// MONITOR_ENABLE and sets BTS_UNAVAIL, PEBS_UNAVAIL and XTPR_DISABLE.
+    /// </summary>
+    public const ulong GuestMiscEnable = 1 | (1UL << 11) | (1UL << 12) | (1UL << 23);
 
     /// <summary>Xen's XEN_MSR_PAT: the PAT every PV guest reads.</summary>
     public const ulong XenMsrPat = 0x0005_0100_0704_0406;
@@ -47,6 +64,8 @@ internal sealed partial class PvCpu
                 return true;
             case Mnemonic.Out:
                 return IoplOk(kernel);
+            case Mnemonic.Iretq:
+                return SamePrivilegeIret();
             case Mnemonic.Mov when instruction.Op0Kind == OpKind.Register && instruction.Op0Register is Register.ES or Register.SS or Register.DS or Register.FS or Register.GS:
                 // Not privileged on hardware: the interpreter hands segment loads to the machine, which owns the descriptors.
                 return instruction.Op1Kind == OpKind.Register && LoadSegment(instruction.Op0Register, (ushort)ReadRegister(instruction.Op1Register));
@@ -123,6 +142,62 @@ internal sealed partial class PvCpu
 
         return true;
     }
+
+    /// <summary>
+    /// <c>iretq</c> at the guest's ring 3 to ring 3 (Linux's <c>iret_to_self</c> in <c>sync_core</c>):
+    /// hardware runs it natively under Xen, so it is executed here as the CPU would. It pops rip, cs,
+    /// rflags, rsp and ss; cs and ss must be ring-3 selectors the CPU would accept (Xen's flat ones or
+    /// the guest's GDT; 64-bit code only), rip canonical, NT clear. At CPL 3 with the real IOPL 0 the
+    /// popped IF, IOPL, VIF and VIP are ignored: the guest's interrupt flag stays its upcall mask.
+    /// A return to another privilege level is #GP(selector), as on the CPU; a fault reading the
+    /// frame is a #PF at the instruction.
+    /// </summary>
+    private bool SamePrivilegeIret()
+    {
+        if ((State.Rflags & NT) != 0)
+        {
+            return false;
+        }
+
+        Span<ulong> frame = stackalloc ulong[5];
+        var rsp = State.Gpr[Gpr.Rsp];
+        if (!Interpreter.TryReadLinear(rsp, MemoryMarshal.AsBytes(frame), out var fault))
+        {
+            PageFault(fault, 0);
+            return true;
+        }
+
+        var (rip, cs, rflags, newRsp, ss) = (frame[0], (ushort)frame[1], frame[2], frame[3], (ushort)frame[4]);
+        var csOk = cs == ArchX86.FLAT_RING3_CS64 || IsGuestGdtSelector(cs);
+        var ssOk = ss == ArchX86.FLAT_RING3_DS32 || IsGuestGdtSelector(ss);
+        if ((cs & 3) != 3 || !csOk)
+        {
+            InjectException(Vectors.GP, (uint)(cs & ~3));
+            return true;
+        }
+
+        if ((ss & 3) != 3 || !ssOk)
+        {
+            InjectException(Vectors.GP, (uint)(ss & ~3));
+            return true;
+        }
+
+        if ((long)rip >> 47 is not (0 or -1))
+        {
+            return false;
+        }
+
+        const ulong Kept = IF | IOPL | VIF | VIP | VM;
+        State.Rip = rip;
+        State.Cs = cs;
+        State.Rflags = (State.Rflags & Kept) | (rflags & ~Kept & 0x3F_7FD5) | Reserved1;
+        State.Gpr[Gpr.Rsp] = newRsp;
+        State.Ss = ss;
+        return true;
+    }
+
+    private bool IsGuestGdtSelector(ushort selector) =>
+        (selector & 4) == 0 && (selector >> 3) is > 0 and var index && index < GdtEntries;
 
     /// <summary>iopl_ok: guest kernel mode counts as ring 1 (ring 0 with architectural IOPL), user mode as ring 3.</summary>
     private bool IoplOk(bool kernel)
@@ -220,6 +295,13 @@ internal sealed partial class PvCpu
         State.Cr4 = (State.Cr4 & ~ControlBits.Cr4TSD) | (value & ControlBits.Cr4TSD);
     }
 
+    /// <summary>
+    /// rdmsr in guest kernel mode: Xen 4.17's guest_rdmsr, then the PV read_msr, for an Intel policy
+    /// without the MCE, SPEC_CTRL, ARCH_CAPS, XSAVES, x2APIC or vPMU features (vPMU off, as Xen's
+    /// default). MSRs whose value Xen forwards from the host (PLATFORM_ID, UCODE_REV, MISC_ENABLE's
+    /// host bits) answer a fixed virtual CPU's value. Everything else is #GP, as Xen's default without
+    /// msr_relaxed.
+    /// </summary>
     private bool ReadMsr(uint msr)
     {
         ulong value;
@@ -232,6 +314,23 @@ internal sealed partial class PvCpu
             case MsrTsc: value = ReadTsc(); break;
             case MsrEfer: value = State.Efer; break;
             case MsrPat: value = XenMsrPat; break;
+            case MsrPlatformId: value = 0; break;
+            case MsrFeatureControl: value = FeatureControlLock; break;
+            case MsrUcodeRev: value = 0; break; // no microcode was loaded into the virtual CPU
+            case MsrPlatformInfo: value = PlatformInfoCpuidFaulting; break; // Xen always offers PV guests CPUID faulting
+            case MsrMiscFeaturesEnables: value = CpuidFaulting ? MiscFeaturesCpuidFaulting : 0; break;
+            case MsrPerfStatus:
+            case MsrPerfCtl:
+            case MsrThermStatus:
+            case MsrPerfCapabilities:
+            case MsrHypercallPage: // write-only: reads as zero
+                value = 0;
+                break;
+            case MsrMiscEnable: value = GuestMiscEnable; break;
+            case MsrTscAux: value = State.TscAux; break;
+            case var _ when IsPerfCounterMsr(msr):
+                value = 0; // vPMU off: reads as zero (vpmu_do_rdmsr's nop)
+                break;
             default:
                 AddLog($"d{Domain.Id}v{Vcpu.Id}: rdmsr 0x{msr:x} unimplemented (#GP)");
                 return false;
@@ -242,6 +341,7 @@ internal sealed partial class PvCpu
         return true;
     }
 
+    /// <summary>wrmsr in guest kernel mode: Xen 4.17's guest_wrmsr, then the PV write_msr (see <see cref="ReadMsr"/>).</summary>
     private bool WriteMsr(uint msr, ulong value)
     {
         switch (msr)
@@ -270,11 +370,49 @@ internal sealed partial class PvCpu
                 return true;
             case MsrEfer:
                 return value == State.Efer; // Linux writes back the value it read; any change is refused
+            case MsrUcodeRev:
+                return value == 0; // Intel's "write 0, cpuid, read" sequence
+            case MsrMiscFeaturesEnables:
+                if ((value & ~MiscFeaturesCpuidFaulting) != 0)
+                {
+                    return false;
+                }
+
+                CpuidFaulting = value != 0;
+                return true;
+            case MsrTscAux:
+                if (value > uint.MaxValue)
+                {
+                    return false;
+                }
+
+                State.TscAux = (uint)value;
+                return true;
+            case MsrPerfCtl: // write-discard, as the RAZ read
+            case MsrMperf:
+            case MsrAperf:
+            case MsrThermControl:
+            case MsrEnergyPerfBias:
+                return true;
+            case MsrMiscEnable:
+                if (value != GuestMiscEnable)
+                {
+                    // Xen warns "Domain attempted WRMSR" and ignores it, without a fault.
+                    AddLog($"d{Domain.Id}v{Vcpu.Id}: wrmsr 0x{msr:x} from 0x{GuestMiscEnable:x} to 0x{value:x} ignored");
+                }
+
+                return true;
+            case var _ when IsPerfCounterMsr(msr):
+                return true; // vPMU off: writes vanish
             default:
                 AddLog($"d{Domain.Id}v{Vcpu.Id}: wrmsr 0x{msr:x} value 0x{value:x} unimplemented (#GP)");
                 return false;
         }
     }
+
+    /// <summary>The Intel architectural and core performance-counter MSRs Xen hands to the vPMU.</summary>
+    private static bool IsPerfCounterMsr(uint msr) =>
+        msr is (>= 0xC1 and <= 0xC8) or (>= 0x186 and <= 0x189) or (>= 0x309 and <= 0x30B) or (>= 0x38D and <= 0x390);
 
     private ulong ReadRegister(Register r) => r switch
     {

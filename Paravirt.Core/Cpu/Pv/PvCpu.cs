@@ -107,8 +107,14 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     /// <summary>The guest's view of CR4 (Xen's arch.pv.ctrlreg[4]).</summary>
     public ulong Cr4 { get; private set; }
 
-    /// <summary>The virtual IOPL (only with VMASST_TYPE_architectural_iopl; no PHYSDEVOP_set_iopl here).</summary>
-    public ulong Iopl { get; private set; }
+    /// <summary>The virtual IOPL in rflags' IOPL bits: PHYSDEVOP_set_iopl, or HYPERVISOR_iret with VMASST_TYPE_architectural_iopl.</summary>
+    public ulong Iopl { get; internal set; }
+
+    /// <summary>MSR_MISC_FEATURES_ENABLES' CPUID faulting: <c>cpuid</c> in guest user mode raises #GP.</summary>
+    public bool CpuidFaulting { get; private set; }
+
+    /// <summary>Xen's PV CPUID faulting (pv_emul_cpuid): user-mode <c>cpuid</c> is #GP when the guest enabled it.</summary>
+    public bool CpuidFaults => CpuidFaulting && !Vcpu.Pv.KernelMode;
 
     /// <summary>Lines the interpreter or the engine logged (bounded): gaps and crash reasons.</summary>
     public IReadOnlyList<string> Log
@@ -298,18 +304,8 @@ internal sealed partial class PvCpu : IInterpreterPlatform
                 TaskSwitched = false;
                 break;
             case Vectors.PF:
-                {
-                    // pv_inject_event: cr2 to the guest's CR2 and vcpu_info; the U bit says guest user mode, not CPL.
-                    SetCr2(exit.Address);
-                    var code = (exit.ErrorCode ?? 0) & ~PageFaultErrorCode.User;
-                    if (!Vcpu.Pv.KernelMode)
-                    {
-                        code |= PageFaultErrorCode.User;
-                    }
-
-                    InjectException(vector, code);
-                    return;
-                }
+                PageFault(exit.Address, exit.ErrorCode ?? 0);
+                return;
         }
 
         InjectException(vector, exit.ErrorCode ?? 0);
@@ -337,6 +333,19 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         }
 
         Bounce(ti.Address, TbfException | (ti.DisablesEvents ? TbfInterrupt : 0), 0, vector);
+    }
+
+    /// <summary>pv_inject_event for #PF: cr2 to the guest's CR2 and vcpu_info; the U bit says guest user mode, not CPL.</summary>
+    private void PageFault(ulong address, uint errorCode)
+    {
+        SetCr2(address);
+        var code = errorCode & ~PageFaultErrorCode.User;
+        if (!Vcpu.Pv.KernelMode)
+        {
+            code |= PageFaultErrorCode.User;
+        }
+
+        InjectException(Vectors.PF, code);
     }
 
     /// <summary>pv_inject_hw_exception: through the guest's trap table, with an error code where the vector has one.</summary>

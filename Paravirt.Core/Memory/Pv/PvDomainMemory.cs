@@ -469,9 +469,72 @@ internal sealed unsafe class PvDomainMemory
         return null;
     }
 
+    /// <summary>The frame PHYSDEVOP_pirq_eoi_gmfn registered (0 = none); for a classic PV domain it holds a writable type until teardown.</summary>
+    public ulong PirqEoiMfn { get; private set; }
+
+    /// <summary>
+    /// PHYSDEVOP_pirq_eoi_gmfn_v1/v2: takes a general reference and the writable type on the frame
+    /// (a classic PV domain names an MFN; a translated one a GFN, looked up in its physmap) and keeps
+    /// it as the domain's PIRQ EOI map. 0, -EINVAL (not the domain's, or not writable: a page table
+    /// or descriptor page) or -EBUSY (a map is registered already).
+    /// </summary>
+    public long RegisterPirqEoiFrame(ulong gmfn)
+    {
+        lock (Lock)
+        {
+            if (_domain.IsTranslated)
+            {
+                if (!_domain.PhysMap.TryLookup(gmfn, out var backing, out _) || !_frames.TryGet(backing, Owner))
+                {
+                    return -(long)Errno.EINVAL;
+                }
+
+                if (PirqEoiMfn != 0)
+                {
+                    _frames.Put(backing);
+                    return -(long)Errno.EBUSY;
+                }
+
+                PirqEoiMfn = backing;
+                return 0;
+            }
+
+            if (GetPageAndType(gmfn, PageType.Writable) is not null)
+            {
+                return -(long)Errno.EINVAL;
+            }
+
+            if (PirqEoiMfn != 0)
+            {
+                PutPageAndType(gmfn);
+                return -(long)Errno.EBUSY;
+            }
+
+            PirqEoiMfn = gmfn;
+            return 0;
+        }
+    }
+
     /// <summary>Lets go of everything the domain's page tables hold: bases, pins, then any table still validated.</summary>
     public void Teardown()
     {
+        lock (Lock)
+        {
+            if (PirqEoiMfn != 0)
+            {
+                if (_domain.IsTranslated)
+                {
+                    _frames.Put(PirqEoiMfn);
+                }
+                else
+                {
+                    PutPageAndType(PirqEoiMfn);
+                }
+
+                PirqEoiMfn = 0;
+            }
+        }
+
         if (_domain.IsTranslated)
         {
             return; // no PV page tables, pins or bases (every PV entry point refuses a translated domain)
