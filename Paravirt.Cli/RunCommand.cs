@@ -38,6 +38,14 @@ internal static class RunCommand
         public string? Ramdisk { get; init; }
 
         public string? Name { get; init; }
+
+        public int? Vcpus { get; init; }
+
+        /// <summary>What the hypervisor logs to stderr (<c>--log-level</c>, <c>-v</c> for debug).</summary>
+        public Microsoft.Extensions.Logging.LogLevel LogLevel { get; init; } = Microsoft.Extensions.Logging.LogLevel.Warning;
+
+        /// <summary><c>--trace FILE</c>: a per-vCPU trace of hypercalls and bounces.</summary>
+        public string? TracePath { get; init; }
     }
 
     public static Command Create(Func<Stream> stdin)
@@ -51,13 +59,17 @@ internal static class RunCommand
         var cmdline = new Option<string?>("--cmdline") { Description = "With --kernel: the kernel command line (start_info.cmd_line)" };
         var ramdisk = new Option<string?>("--ramdisk") { Description = "With --kernel: the initial ramdisk (start_info.mod_start/mod_len)" };
         var name = new Option<string?>("--name") { Description = "With --kernel: the domain's name (default: the kernel file's name)" };
+        var logLevel = new Option<Microsoft.Extensions.Logging.LogLevel?>("--log-level") { Description = "What the hypervisor logs to stderr: trace, debug, information, warning (default: hypercalls answered -ENOSYS, instructions the interpreter lacks, MSRs answered #GP), error, critical or none" };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "Log at debug level: also every refused hypercall and every exception bounced to the guest" };
+        var trace = new Option<string?>("--trace") { Description = "Write a per-vCPU trace of every hypercall (arguments, result) and every exception or event bounced to the guest to FILE" };
+        var vcpus = new Option<int?>("--vcpus") { Description = "With --kernel: the number of vCPUs (default 1); the kernel brings up the others with VCPUOP_initialise/up" };
         var command = new Command(
             "run",
             "Boot the domain a config file describes (kernel = \"managed:NAME\" or a PV kernel image), or a PV kernel given with --kernel, "
             + "with its console on stdin/stdout, until it ends; then print the domain table. Exit codes: 0 powered off; 1 bad command line; "
             + "2 config error (FILE:LINE on stderr); 3 not supported in this build (non-raw disk; a PV kernel while no PV CPU engine is wired in); "
             + "4 crashed; 5 rebooted and not restarted; 6 the host could not set the domain up; 7 other shutdown (suspend, watchdog); "
-            + "9 not a bootable PV kernel image; 130 interrupted (SIGINT/SIGTERM).");
+            + "9 not a bootable PV kernel image; 10 its last vCPU went down (VCPUOP_down) without a shutdown request; 130 interrupted (SIGINT/SIGTERM).");
         command.Arguments.Add(config);
         command.Options.Add(runtimeDir);
         command.Options.Add(maxRestarts);
@@ -67,6 +79,10 @@ internal static class RunCommand
         command.Options.Add(cmdline);
         command.Options.Add(ramdisk);
         command.Options.Add(name);
+        command.Options.Add(vcpus);
+        command.Options.Add(logLevel);
+        command.Options.Add(verbose);
+        command.Options.Add(trace);
         command.Validators.Add(result =>
         {
             var hasConfig = result.GetValue(config) is not null;
@@ -79,7 +95,7 @@ internal static class RunCommand
             }
             else if (hasConfig)
             {
-                foreach (var o in new Option[] { memory, disk, cmdline, ramdisk, name })
+                foreach (var o in new Option[] { memory, disk, cmdline, ramdisk, name, vcpus })
                 {
                     if (result.GetResult(o) is { Implicit: false })
                     {
@@ -97,6 +113,9 @@ internal static class RunCommand
                 CommandLine = parse.GetValue(cmdline),
                 Ramdisk = parse.GetValue(ramdisk),
                 Name = parse.GetValue(name),
+                Vcpus = parse.GetValue(vcpus),
+                LogLevel = parse.GetValue(logLevel) ?? (parse.GetValue(verbose) ? Microsoft.Extensions.Logging.LogLevel.Debug : Microsoft.Extensions.Logging.LogLevel.Warning),
+                TracePath = parse.GetValue(trace),
             },
             parse.InvocationConfiguration.Output,
             parse.InvocationConfiguration.Error,
@@ -113,7 +132,7 @@ internal static class RunCommand
         try
         {
             spec = options.Kernel is { } kernelPath
-                ? DomainSpec.ForKernel(kernelPath, options.MemoryMiB, options.Disks, options.CommandLine, options.Ramdisk, options.Name, Directory.GetCurrentDirectory())
+                ? DomainSpec.ForKernel(kernelPath, options.MemoryMiB, options.Disks, options.CommandLine, options.Ramdisk, options.Name, Directory.GetCurrentDirectory(), options.Vcpus)
                 : DomainSpec.Load(options.ConfigPath ?? throw new ArgumentException("run needs a config file or a kernel", nameof(options)));
         }
         catch (ConfigException e)
@@ -150,7 +169,27 @@ internal static class RunCommand
         using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
 
         var hostMiB = (spec.MaxMemoryMiB ?? spec.MemoryMiB) + 16;
-        using var hv = new Hypervisor(new HypervisorOptions { MemoryMiB = hostMiB });
+        HypervisorTrace? traceFile = null;
+        if (options.TracePath is { } tracePath)
+        {
+            try
+            {
+                traceFile = HypervisorTrace.ToFile(tracePath);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+            {
+                await error.WriteLineAsync($"paravirt run: --trace {tracePath}: cannot write the file ({e.Message}); expected a writable path").ConfigureAwait(false);
+                return ExitCodes.SetupFailed;
+            }
+        }
+
+        using var traceScope = traceFile;
+        using var hv = new Hypervisor(new HypervisorOptions
+        {
+            MemoryMiB = hostMiB,
+            Logger = new Host.TextLogger(TextWriter.Synchronized(error), options.LogLevel),
+            Trace = traceFile,
+        });
         options.HypervisorCreated?.Invoke(hv);
         ControlServer control;
         try

@@ -82,7 +82,7 @@ internal sealed record DomainSpec
     /// image path (served raw, read-write, as xvda, xvdb … in order) or a full xl disk spec.
     /// </summary>
     /// <exception cref="ConfigException">A value is invalid (the message names the option).</exception>
-    public static DomainSpec ForKernel(string kernel, int? memoryMiB, IReadOnlyList<string> disks, string? cmdline, string? ramdisk, string? name, string baseDirectory)
+    public static DomainSpec ForKernel(string kernel, int? memoryMiB, IReadOnlyList<string> disks, string? cmdline, string? ramdisk, string? name, string baseDirectory, int? vcpus = null)
     {
         const string file = CommandLineSource;
         if (string.IsNullOrEmpty(kernel))
@@ -99,6 +99,11 @@ internal sealed record DomainSpec
         if (memoryMiB is { } m && (m < 1 || m > 1 << 20))
         {
             throw new ConfigException(file, 0, $"--memory {m} is out of range", $"1 to {1 << 20} MiB");
+        }
+
+        if (vcpus is { } v && (v < 1 || v > DomainLimits.Default.MaxVcpus))
+        {
+            throw new ConfigException(file, 0, $"--vcpus {v} is out of range", $"1 to {DomainLimits.Default.MaxVcpus} vCPUs");
         }
 
         var entries = new List<DiskEntry>();
@@ -141,6 +146,7 @@ internal sealed record DomainSpec
             Name = name,
             Kernel = new ImageKernel(Path.GetFullPath(kernel, baseDirectory)),
             MemoryMiB = memoryMiB ?? 128,
+            Vcpus = vcpus ?? 1,
             CommandLine = cmdline,
             Ramdisk = ramdisk is null ? null : Path.GetFullPath(ramdisk, baseDirectory),
             Disks = entries,

@@ -27,6 +27,16 @@ public sealed record HypervisorOptions
 
     /// <summary>Source of the wallclock written to shared_info (tests pin it).</summary>
     public TimeProvider? Wallclock { get; init; }
+
+    /// <summary>
+    /// Where the hypervisor says what a porter needs to know: hypercalls answered -ENOSYS (warning)
+    /// or refused with another errno (debug), instructions the interpreter lacks and MSRs answered
+    /// #GP (warning), exceptions bounced to a guest (debug), crashes (error). Nothing by default.
+    /// </summary>
+    public Microsoft.Extensions.Logging.ILogger Logger { get; init; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
+    /// <summary>A per-vCPU trace of hypercalls and bounces (<c>paravirt run --trace FILE</c>), or null for none.</summary>
+    public HypervisorTrace? Trace { get; init; }
 }
 
 /// <summary>

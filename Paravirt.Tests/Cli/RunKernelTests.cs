@@ -44,6 +44,27 @@ public sealed class RunKernelTests : IDisposable
     }
 
     [Fact]
+    public async Task Trace_Writes_Every_Hypercall_Per_Vcpu_And_Vcpus_Gives_The_Domain_Its_Vcpus()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var disk = Path.Combine(dir, "boot.img");
+        await Ext2Image.CreateAsync(disk, new Dictionary<string, byte[]> { ["boot/grub/grub.cfg"] = "halt\n"u8.ToArray() }, ct: ct);
+        var trace = Path.Combine(dir, "trace.txt");
+
+        var (exit, _, error) = await Run("--kernel", RealKernel.Path(), "--memory", "32", "--disk", disk, "--vcpus", "2", "--trace", trace, "-v");
+
+        exit.Should().Be(ExitCodes.Ok, error);
+        error.Should().Contain("32 MiB, 2 vCPU(s), 1 disk(s)");
+        var lines = System.IO.File.ReadAllLines(trace);
+        lines.Should().Contain(l => l.Contains("] d1v0 hypercall grant_table_op(0x", StringComparison.Ordinal), "GRUB sets up its grant table first");
+        lines.Should().Contain(l => l.Contains("] d1v0 hypercall mmu_update(", StringComparison.Ordinal) && l.EndsWith(") = 0", StringComparison.Ordinal));
+        lines.Should().NotContain(l => l.Contains(" d1v1 ", StringComparison.Ordinal), "GRUB never brings vCPU 1 up");
+        var bad = await Run("--kernel", RealKernel.Path(), "--trace", Path.Combine(dir, "no", "such", "dir", "t.txt"));
+        bad.Exit.Should().Be(ExitCodes.SetupFailed);
+        bad.Err.Should().Contain("--trace").And.Contain("expected a writable path");
+    }
+
+    [Fact]
     public async Task A_Config_With_A_Kernel_Path_A_Ramdisk_And_Cmdline_Builds_And_Runs_The_Same_Way()
     {
         var kernel = File("test-kernel", PvTestKernel.Standard().Build());

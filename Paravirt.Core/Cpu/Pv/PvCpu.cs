@@ -3,6 +3,8 @@ using System.Diagnostics.CodeAnalysis;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Cpu.Interpreter;
 using Paravirt.Core.Domains;
+using Paravirt.Core.Hypercalls;
+using Microsoft.Extensions.Logging;
 using static Paravirt.Core.Cpu.Interpreter.FlagBits;
 
 namespace Paravirt.Core.Cpu.Pv;
@@ -48,6 +50,8 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     private readonly TrapEntry[] _traps = new TrapEntry[256];
     private readonly List<string> _log = [];
     private readonly long _slice;
+    private readonly ILogger _logger;
+    private readonly HypervisorTrace? _trace;
 
     public PvCpu(Domain domain, Vcpu vcpu, PvEntry entry, PvEngineOptions options)
     {
@@ -57,6 +61,8 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         _slice = Math.Max(1, options.SliceInstructions);
         _table = domain.Hypervisor.Hypercalls;
         _meterRow = domain.Meter.HypercallRow(vcpu.Id);
+        _logger = domain.Hypervisor.Options.Logger;
+        _trace = domain.Hypervisor.Options.Trace;
         Bus = new PvMachineBus(domain.Hypervisor.Frames, domain.Id);
         State = new CpuState
         {
@@ -244,7 +250,28 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         var nr = State.Gpr[Gpr.Rax];
         DomainMeter.CountHypercall(_meterRow, nr);
         var result = _table.Invoke(Vcpu, nr, State.Gpr[Gpr.Rdi], State.Gpr[Gpr.Rsi], State.Gpr[Gpr.Rdx], State.Gpr[Gpr.R10], State.Gpr[Gpr.R8]);
+        if (_trace is not null || result < 0)
+        {
+            NoteHypercall(nr, result);
+        }
+
         State.Gpr[Gpr.Rax] = (ulong)result;
+    }
+
+    /// <summary>The trace line of a hypercall, and a log line for one refused (-ENOSYS as a warning: a gap a porter must know of).</summary>
+    private void NoteHypercall(ulong nr, long result)
+    {
+        // The arguments as the guest passed them (a hypercall may have changed the registers it returns in).
+        var (a1, a2, a3, a4, a5) = (State.Gpr[Gpr.Rdi], State.Gpr[Gpr.Rsi], State.Gpr[Gpr.Rdx], State.Gpr[Gpr.R10], State.Gpr[Gpr.R8]);
+        _trace?.Hypercall(Vcpu, nr, a1, a2, a3, a4, a5, result);
+        if (result == -(long)Errno.ENOSYS && _logger.IsEnabled(LogLevel.Warning))
+        {
+            _logger.LogWarning("d{Domain}v{Vcpu}: hypercall {Nr} ({Name}) cmd 0x{Cmd:x} answered -ENOSYS", Domain.Id, Vcpu.Id, nr, HypercallTable.XenName((int)Math.Min(nr, int.MaxValue)) ?? "unknown", a1);
+        }
+        else if (result < 0 && _logger.IsEnabled(LogLevel.Debug))
+        {
+            _logger.LogDebug("d{Domain}v{Vcpu}: hypercall {Nr} ({Name}) cmd 0x{Cmd:x} answered {Errno}", Domain.Id, Vcpu.Id, nr, HypercallTable.XenName((int)Math.Min(nr, int.MaxValue)) ?? "unknown", a1, result);
+        }
     }
 
     /// <summary>
@@ -533,12 +560,28 @@ internal sealed partial class PvCpu : IInterpreterPlatform
             Volatile.Write(ref Vcpu.Info.evtchn_upcall_mask, 1);
         }
 
+        if (_trace is not null || _logger.IsEnabled(LogLevel.Debug))
+        {
+            NoteBounce(what, frame[withCode ? 3 : 2], handler, withCode ? errorCode : null);
+        }
+
         State.Rflags &= ~(AC | VM | RF | NT | TF);
         State.Ss = ArchX86.FLAT_KERNEL_SS;
         State.Cs = ArchX86.FLAT_KERNEL_CS;
         State.Gpr[Gpr.Rsp] = rsp;
         State.Rip = handler;
         SysretRegisters();
+    }
+
+    private void NoteBounce(int what, ulong rip, ulong handler, uint? errorCode)
+    {
+        var name = BounceName(what);
+        ulong? cr2 = what == Vectors.PF ? Cr2 : null;
+        _trace?.Bounce(Vcpu, name, rip, handler, errorCode, cr2);
+        if (what is >= 0 and < 32)
+        {
+            _logger.LogDebug("d{Domain}v{Vcpu}: {What} at rip 0x{Rip:x} error 0x{Code:x} cr2 0x{Cr2:x} bounced to 0x{Handler:x}", Domain.Id, Vcpu.Id, name, rip, errorCode ?? 0, cr2 ?? 0, handler);
+        }
     }
 
     /// <summary>Xen returns to the guest with sysret after a hypercall or a bounce: rcx = rip, r11 = rflags.</summary>
@@ -579,6 +622,8 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
     private void AddLog(string line)
     {
+        _logger.LogWarning("{Line}", line);
+        _trace?.Note(Vcpu, line);
         lock (_log)
         {
             if (_log.Count < 256)
