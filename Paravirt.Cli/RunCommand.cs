@@ -53,7 +53,7 @@ internal static class RunCommand
         var config = new Argument<string?>("CONFIG") { Description = "An xl.cfg-style domain configuration file (docs/cli.md); or give --kernel instead", Arity = ArgumentArity.ZeroOrOne };
         var runtimeDir = new Option<string?>("--runtime-dir") { Description = "Where to put the control socket (default: $PARAVIRT_RUNTIME_DIR, $XDG_RUNTIME_DIR/paravirt or /tmp/paravirt-UID)" };
         var maxRestarts = new Option<int>("--max-restarts") { Description = "Restarts allowed by on_reboot/on_crash = restart before the domain is destroyed instead", DefaultValueFactory = _ => DefaultMaxRestarts };
-        var kernel = new Option<string?>("--kernel") { Description = "Boot this 64-bit PV kernel image (ELF with Xen notes, e.g. /usr/lib/grub-xen/grub-x86_64-xen.bin) without a config file" };
+        var kernel = new Option<string?>("--kernel") { Description = "Boot this 64-bit PV kernel image (ELF with Xen notes, e.g. /usr/lib/grub-xen/grub-x86_64-xen.bin, or a Linux bzImage such as /boot/vmlinuz-*) without a config file" };
         var memory = new Option<int?>("--memory") { Description = "With --kernel: memory in MiB (default 128)" };
         var disk = new Option<string[]>("--disk") { Description = "With --kernel: a raw disk image (xvda, then xvdb … when repeated), or an xl disk spec", AllowMultipleArgumentsPerToken = false };
         var cmdline = new Option<string?>("--cmdline") { Description = "With --kernel: the kernel command line (start_info.cmd_line)" };

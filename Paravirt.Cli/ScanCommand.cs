@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using Paravirt.Core.Boot;
 using Paravirt.Core.Boot.Elf;
 
 namespace Paravirt.Cli;
@@ -9,7 +10,8 @@ namespace Paravirt.Cli;
 /// <summary>
 /// <c>paravirt scan KERNEL [--json]</c>: why paravirtualization exists, shown on a real kernel. Prints
 /// the ELF summary, the Xen notes, how many sensitive and privileged instructions the kernel's code
-/// holds per class, and the hypercalls it makes instead.
+/// holds per class, and the hypercalls it makes instead. A Linux bzImage is read as the domain
+/// builder reads it: its decompressed vmlinux is scanned.
 /// </summary>
 internal static class ScanCommand
 {
@@ -20,13 +22,13 @@ internal static class ScanCommand
 
     public static Command Create()
     {
-        var kernel = new Argument<string>("KERNEL") { Description = "Path of an ELF64 x86-64 kernel image (e.g. /usr/lib/grub-xen/grub-x86_64-xen.bin)" };
+        var kernel = new Argument<string>("KERNEL") { Description = "Path of an ELF64 x86-64 kernel image (e.g. /usr/lib/grub-xen/grub-x86_64-xen.bin) or a Linux bzImage (its vmlinux is scanned)" };
         var json = new Option<bool>("--json") { Description = "Write the report as one JSON object instead of text" };
         var command = new Command(
             "scan",
             "Read a kernel's ELF headers and Xen notes, count the sensitive x86 instructions in its code (linear sweep) "
             + "and the hypercalls it makes instead. Exit codes: 0 done; 1 bad command line; 2 the file cannot be read; "
-            + "3 not a valid ELF64 little-endian x86-64 image (the message on stderr says what is wrong).");
+            + "3 not a valid ELF64 little-endian x86-64 image or bzImage holding one (the message on stderr says what is wrong).");
         command.Arguments.Add(kernel);
         command.Options.Add(json);
         command.SetAction(parse => Run(parse.GetValue(kernel)!, parse.GetValue(json), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error));
@@ -36,15 +38,16 @@ internal static class ScanCommand
     public static int Run(string path, bool json, TextWriter output, TextWriter error)
     {
         ElfFile elf;
+        BzImage? bz;
         XenElfNotes notes;
         ScanReport scan;
         try
         {
-            elf = ElfFile.Open(path);
+            elf = KernelImage.Open(path, out bz);
             notes = XenElfNotes.Read(elf);
             scan = InstructionScanner.Scan(elf, notes.HypercallPage);
         }
-        catch (ElfFormatException e)
+        catch (Exception e) when (e is ElfFormatException or PvKernelException)
         {
             error.WriteLine($"paravirt scan: {path}: {e.Message}");
             return ExitNotElf;
@@ -57,11 +60,11 @@ internal static class ScanCommand
 
         if (json)
         {
-            WriteJson(path, elf, notes, scan, output);
+            WriteJson(path, elf, bz, notes, scan, output);
         }
         else
         {
-            WriteText(path, elf, notes, scan, output);
+            WriteText(path, elf, bz, notes, scan, output);
         }
 
         return ExitOk;
@@ -69,10 +72,15 @@ internal static class ScanCommand
 
     private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
 
-    private static void WriteText(string path, ElfFile elf, XenElfNotes notes, ScanReport scan, TextWriter o)
+    private static void WriteText(string path, ElfFile elf, BzImage? bz, XenElfNotes notes, ScanReport scan, TextWriter o)
     {
         var h = elf.Header;
-        o.WriteLine($"{path}: ELF64 x86-64 {h.TypeName}, {elf.Length} bytes, entry {Hex(h.Entry)}");
+        if (bz is not null)
+        {
+            o.WriteLine($"{path}: Linux bzImage, boot protocol {bz.ProtocolText}, {bz.CompressionName} payload of {bz.PayloadLength} bytes at {Hex((ulong)bz.PayloadOffset)}; its vmlinux:");
+        }
+
+        o.WriteLine($"{(bz is null ? path : "vmlinux")}: ELF64 x86-64 {h.TypeName}, {elf.Length} bytes, entry {Hex(h.Entry)}");
         o.WriteLine();
         o.WriteLine($"segments ({elf.Segments.Count}):");
         o.WriteLine("   #  type          offset      vaddr               filesz      memsz       flags");
@@ -166,7 +174,7 @@ internal static class ScanCommand
 
     private static string ShortName(ScanRegion r) => r.Name.StartsWith("segment ", StringComparison.Ordinal) ? "seg" + r.Name["segment ".Length..] : r.Name.Split(' ')[^1];
 
-    private static void WriteJson(string path, ElfFile elf, XenElfNotes notes, ScanReport scan, TextWriter o)
+    private static void WriteJson(string path, ElfFile elf, BzImage? bz, XenElfNotes notes, ScanReport scan, TextWriter o)
     {
         using var buffer = new MemoryStream();
         using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
@@ -174,6 +182,20 @@ internal static class ScanCommand
             var h = elf.Header;
             w.WriteStartObject();
             w.WriteString("file", path);
+            if (bz is null)
+            {
+                w.WriteNull("bzImage");
+            }
+            else
+            {
+                w.WriteStartObject("bzImage");
+                w.WriteString("protocol", bz.ProtocolText);
+                w.WriteString("compression", bz.CompressionName);
+                w.WriteNumber("payloadOffset", bz.PayloadOffset);
+                w.WriteNumber("payloadLength", bz.PayloadLength);
+                w.WriteEndObject();
+            }
+
             w.WriteNumber("size", elf.Length);
             w.WriteString("type", h.TypeName);
             w.WriteNumber("entry", h.Entry);

@@ -39,11 +39,15 @@ public sealed class PvKernel
     /// </summary>
     private const uint GrantedRequirements = (1u << Features.XENFEAT_writable_page_tables) | (1u << Features.XENFEAT_pae_pgdir_above_4gb);
 
-    private PvKernel(ElfFile elf, XenElfNotes notes)
+    private PvKernel(ElfFile elf, XenElfNotes notes, BzImage? bzImage)
     {
         Elf = elf;
         Notes = notes;
+        BzImage = bzImage;
     }
+
+    /// <summary>The bzImage header when the image was a Linux bzImage (<see cref="Elf"/> is then its decompressed vmlinux), else null.</summary>
+    public BzImage? BzImage { get; }
 
     /// <summary>The parsed ELF file.</summary>
     public ElfFile Elf { get; }
@@ -103,13 +107,16 @@ public sealed class PvKernel
     /// <summary>Pages the kernel image occupies from <see cref="KernelStart"/>.</summary>
     public ulong Pages => (KernelEnd - KernelStart + Memory.MachineMemory.PageMask) >> Memory.MachineMemory.PageShift;
 
-    /// <summary>Parses and checks a PV kernel image (copied).</summary>
-    /// <exception cref="ElfFormatException">The bytes are not a well-formed ELF64 x86-64 file, or a Xen note is malformed.</exception>
-    /// <exception cref="PvKernelException">The file is ELF but not a bootable 64-bit PV kernel (the message says why).</exception>
+    /// <summary>
+    /// Parses and checks a PV kernel image (copied): an ELF file, or a Linux bzImage whose payload
+    /// is decompressed to its vmlinux ELF file first (<see cref="KernelImage"/>).
+    /// </summary>
+    /// <exception cref="ElfFormatException">The bytes are neither ELF nor a bzImage, the ELF file is not well-formed ELF64 x86-64, or a Xen note is malformed.</exception>
+    /// <exception cref="PvKernelException">The file is not a bootable 64-bit PV kernel, or a bzImage whose header or payload is refused (the message says why).</exception>
     public static PvKernel Parse(ReadOnlySpan<byte> image)
     {
-        var elf = ElfFile.Parse(image);
-        var k = new PvKernel(elf, XenElfNotes.Read(elf));
+        var elf = KernelImage.ReadElf(image, KernelImage.MaxSize, out var bzImage);
+        var k = new PvKernel(elf, XenElfNotes.Read(elf), bzImage);
         k.Check();
         return k;
     }

@@ -142,15 +142,26 @@ public sealed class Hypervisor : IDisposable
 
     /// <summary>
     /// Creates a classic PV domain (<see cref="DomainConfig.AutoTranslated"/> forced false) for a 64-bit
-    /// PV kernel image (ELF with Xen notes) and an optional ramdisk, laid out as Xen's toolstack does
-    /// (docs/boot.md). The kernel is checked before anything is allocated. vCPU 0 is not started:
-    /// <see cref="PvKernelStart.Start"/> does that with the returned <see cref="PvBootImage"/>.
+    /// PV kernel image (ELF with Xen notes, or a Linux bzImage holding one) and an optional ramdisk,
+    /// laid out as Xen's toolstack does (docs/boot.md). The kernel is checked before anything is
+    /// allocated. vCPU 0 is not started: <see cref="PvKernelStart.Start"/> does that with the
+    /// returned <see cref="PvBootImage"/>.
     /// </summary>
-    /// <exception cref="FormatException">The image is not well-formed ELF (<see cref="Boot.Elf.ElfFormatException"/>) or not a bootable PV kernel (<see cref="PvKernelException"/>).</exception>
-    /// <exception cref="ArgumentException">The configuration is invalid, or its memory is too small for the kernel's layout.</exception>
+    /// <exception cref="FormatException">The image is not well-formed ELF (<see cref="Boot.Elf.ElfFormatException"/>), not a bootable PV kernel, or a bzImage whose payload is refused (<see cref="PvKernelException"/>).</exception>
+    /// <exception cref="ArgumentException">The configuration is invalid, or its memory is too small for the kernel (a bzImage's vmlinux larger than it) or its layout.</exception>
     public (Domain Domain, PvBootImage Boot) CreatePvDomain(DomainConfig config, ReadOnlySpan<byte> kernel, ReadOnlySpan<byte> ramdisk = default)
     {
         ArgumentNullException.ThrowIfNull(config);
+
+        // A bzImage's size trailer is checked against the domain before anything is decompressed:
+        // a vmlinux larger than the domain's memory cannot be loaded into it.
+        if (KernelImage.IsBzImage(kernel) && config.MemoryMiB > 0 && BzImage.Parse(kernel) is var bz && bz.DecompressedSize > (long)config.MemoryMiB << 20)
+        {
+            throw new ArgumentException(
+                $"domain '{config.Name}': {config.MemoryMiB} MiB is too small for this kernel: its bzImage's {bz.CompressionName} payload decompresses to {bz.DecompressedSize} bytes (its size trailer); expected more memory than the kernel",
+                nameof(config));
+        }
+
         var image = PvKernel.Parse(kernel);
         var initrd = ramdisk.ToArray();
         PvBootImage? boot = null;

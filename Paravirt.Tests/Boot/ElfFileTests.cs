@@ -119,6 +119,58 @@ public sealed class ElfFileTests
             .And.Contain(new KeyValuePair<string, string>("BSD_SYMTAB", ""));
     }
 
+    [Fact]
+    public void A_String_Note_Without_A_NUL_Ends_In_Its_Padding_As_Linux_Writes_FEATURES()
+    {
+        // Linux's xen-head.S: ELFNOTE(Xen, XEN_ELFNOTE_FEATURES, .ascii "!writable_page_tables"): 21 bytes, no
+        // NUL, then ELFNOTE's .balign 4 pads the descriptor with zeros. libelf reads the string through them.
+        var image = Kernel()
+            .Note("Xen", ElfNote.XEN_ELFNOTE_FEATURES, "!writable_page_tables"u8.ToArray())
+            .XenString(ElfNote.XEN_ELFNOTE_GUEST_OS, "linux")
+            .Build();
+
+        var x = XenElfNotes.Read(ElfFile.Parse(image));
+
+        x.FeaturesString.Should().Be("!writable_page_tables");
+        x.Features.Should().Equal(new XenFeature("writable_page_tables", true, Features.XENFEAT_writable_page_tables));
+        x.GuestOs.Should().Be("linux");
+    }
+
+    [Fact]
+    public void A_String_Note_Ends_At_Its_First_NUL_Inside_The_Descriptor()
+    {
+        var x = XenElfNotes.Read(ElfFile.Parse(Kernel().Note("Xen", ElfNote.XEN_ELFNOTE_LOADER, "generic\0junk\0"u8.ToArray()).Build()));
+
+        x.Loader.Should().Be("generic");
+    }
+
+    [Fact]
+    public void A_String_Note_Without_NUL_Or_Padding_Runs_On_Into_The_Next_Note_As_In_Libelf()
+    {
+        // "abcd" fills its words exactly; libelf's elf_strval reads on to the next NUL in the file:
+        // the next note's namesz, 4 ("Xen\0"), is the bytes 04 00 00 00.
+        var image = Kernel()
+            .Note("Xen", ElfNote.XEN_ELFNOTE_GUEST_VERSION, "abcd"u8.ToArray())
+            .XenString(ElfNote.XEN_ELFNOTE_GUEST_OS, "linux")
+            .Build();
+
+        var x = XenElfNotes.Read(ElfFile.Parse(image));
+
+        x.GuestVersion.Should().Be("abcd\u0004");
+        x.GuestOs.Should().Be("linux");
+    }
+
+    [Fact]
+    public void A_String_Note_Of_The_Longest_Length_Libelf_Reads_Is_Accepted()
+    {
+        var text = new byte[XenElfNotes.MaxStringLength + 1];
+        text.AsSpan(0, XenElfNotes.MaxStringLength).Fill((byte)'a');
+
+        var x = XenElfNotes.Read(ElfFile.Parse(Kernel().Note("Xen", ElfNote.XEN_ELFNOTE_INFO, text).Build()));
+
+        x.Info.Should().ContainSingle().Which.Should().HaveLength(XenElfNotes.MaxStringLength);
+    }
+
     // Facts checked independently with binutils: `readelf -l -S -n /usr/lib/grub-xen/grub-x86_64-xen.bin`.
     [Fact]
     public void Reads_Debian_PV_Grub_As_Readelf_Does()
@@ -176,6 +228,7 @@ public sealed class ElfFileTests
         { "note-name", "its 4-byte name is not NUL-terminated" },
         { "note-header", "truncated note header at file offset" },
         { "xen-string", "Xen note GUEST_OS (6) at file offset" },
+        { "xen-string-long", $"has no NUL within {XenElfNotes.MaxStringLength} bytes of the descriptor's start" },
         { "xen-number", "its descriptor is 3 bytes; expected 4 or 8 bytes" },
         { "xen-pairs", "its descriptor is 8 bytes; expected a multiple of 16" },
     };
@@ -267,10 +320,14 @@ public sealed class ElfFileTests
                 }
 
             case "xen-string":
+                // "GRUB" without a NUL, a whole number of words (no padding), as the last bytes of the file.
+                return new TinyElf().Load(0x1000, [0xc3]).Note("Xen", ElfNote.XEN_ELFNOTE_GUEST_OS, "GRUB"u8.ToArray()).Build();
+            case "xen-string-long":
                 {
-                    var b = WithNote();
-                    var off = (int)BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(notePh + 8));
-                    return Set(b, off + 16 + 4, (byte)'!'); // overwrite the NUL after "GRUB"
+                    // NUL-terminated, but after 4097 characters: past libelf's ELF_MAX_STRING_LENGTH.
+                    var text = new byte[XenElfNotes.MaxStringLength + 2];
+                    text.AsSpan(0, text.Length - 1).Fill((byte)'a');
+                    return new TinyElf().Load(0x1000, [0xc3]).Note("Xen", ElfNote.XEN_ELFNOTE_FEATURES, text).Build();
                 }
 
             case "xen-number":

@@ -470,7 +470,7 @@ public sealed class ElfFile
 
             var descStart = pos + Elf64.NhdrSize + (int)paddedName;
             var desc = f.AsMemory((int)start + descStart, (int)descsz);
-            notes.Add(new ElfNoteRecord(name, type, desc, at));
+            notes.Add(new ElfNoteRecord(name, type, desc, at, start + (ulong)descStart));
 
             // The last note's descriptor padding may be cut off by the end of the area.
             var next = (ulong)descStart + Align4(descsz);

@@ -8,7 +8,7 @@ namespace Paravirt.Core.Boot.Elf;
 /// <summary>How a Xen note's descriptor is read (xen/elfnote.h says it per type).</summary>
 public enum XenNoteKind
 {
-    /// <summary>NUL-terminated ASCII.</summary>
+    /// <summary>ASCII ended by a NUL: in the descriptor, its padding or (as libelf reads it) after it.</summary>
     String,
 
     /// <summary>A little-endian unsigned number of 1, 2, 4 or 8 bytes (elfnote.h: 4 or 8; Xen's loader also takes 1 and 2).</summary>
@@ -57,6 +57,9 @@ public sealed class XenElfNotes
 
     /// <summary>The section name of the pre-note (Xen 3.0) guest description string.</summary>
     public const string LegacySectionName = "__xen_guest";
+
+    /// <summary>The longest string note libelf reads (ELF_MAX_STRING_LENGTH, libelf-private.h).</summary>
+    public const int MaxStringLength = 4096;
 
     private readonly Dictionary<uint, XenNote> _last = [];
 
@@ -145,7 +148,7 @@ public sealed class XenElfNotes
         {
             if (n.Name == OwnerName)
             {
-                notes.Add(Decode(n));
+                notes.Add(Decode(elf, n));
             }
         }
 
@@ -284,7 +287,7 @@ public sealed class XenElfNotes
         return b.ToString();
     }
 
-    private static XenNote Decode(ElfNoteRecord n)
+    private static XenNote Decode(ElfFile elf, ElfNoteRecord n)
     {
         var kind = KindOf(n.Type);
         var name = TypeName(n.Type);
@@ -293,13 +296,7 @@ public sealed class XenElfNotes
         switch (kind)
         {
             case XenNoteKind.String:
-                var end = d.IndexOf((byte)0);
-                if (end < 0)
-                {
-                    throw new ElfFormatException($"{where}: its {d.Length}-byte descriptor has no NUL terminator; elfnote.h string notes are NUL-terminated ASCII");
-                }
-
-                return new XenNote(n.Type, name, kind, Encoding.Latin1.GetString(d[..end]), null, n.Descriptor);
+                return new XenNote(n.Type, name, kind, ReadString(elf, n, where), null, n.Descriptor);
             case XenNoteKind.Number:
                 ulong value = d.Length switch
                 {
@@ -327,6 +324,31 @@ public sealed class XenElfNotes
             default:
                 return new XenNote(n.Type, name, kind, null, null, n.Descriptor);
         }
+    }
+
+    /// <summary>
+    /// A string note as libelf reads it (elf_strval on elf_note_desc, libelf-tools.c): from the
+    /// descriptor's first byte up to the first NUL in the file, wherever it is, at most
+    /// <see cref="MaxStringLength"/> characters. descsz does not bound it: Linux writes FEATURES with
+    /// <c>.ascii</c> ("!writable_page_tables", no NUL) and the descriptor's zero padding to 4 bytes
+    /// ends the string; a string without even padding runs on into what follows, as in libelf.
+    /// libelf refuses (marks the image broken) a string that meets the end of the file or runs
+    /// past the limit first, and so do we.
+    /// </summary>
+    private static string ReadString(ElfFile elf, ElfNoteRecord n, string where)
+    {
+        // The note reader checked the descriptor against the file, so the offset is inside it or at its end.
+        var rest = elf.GetBytes(n.DescriptorOffset, (ulong)elf.Length - n.DescriptorOffset);
+        var window = rest[..Math.Min(rest.Length, MaxStringLength + 1)];
+        var end = window.IndexOf((byte)0);
+        if (end >= 0)
+        {
+            return Encoding.Latin1.GetString(window[..end]);
+        }
+
+        throw new ElfFormatException(window.Length > MaxStringLength
+            ? $"{where}: its string (descsz {n.Descriptor.Length}) has no NUL within {MaxStringLength} bytes of the descriptor's start; expected a NUL-terminated string of at most {MaxStringLength} characters (Xen's libelf limit, ELF_MAX_STRING_LENGTH)"
+            : $"{where}: its string (descsz {n.Descriptor.Length}) has no NUL before the end of the file; expected a NUL in the descriptor or in its padding to 4 bytes (as Xen's libelf reads string notes)");
     }
 
     private XenNote? Get(int type) => _last.GetValueOrDefault((uint)type);
