@@ -20,6 +20,8 @@ public static class PvKernelStart
         NewGuestUserCr3 = PvMemory.SetUserBase,
         HoldDescriptorFrame = static (d, mfn) => PvMemory.GetDescriptorWritePage(d, mfn) == 0,
         ReleaseDescriptorFrame = PvMemory.PutDescriptorWritePage,
+        FindWritablePageTable = WritablePageTables.TryFindTable,
+        WritePageTable = WritablePageTables.Update,
     };
 
     /// <summary>Starts vCPU 0 of <paramref name="domain"/> at the entry in <paramref name="boot"/>.</summary>

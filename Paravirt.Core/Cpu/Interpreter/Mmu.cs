@@ -76,6 +76,13 @@ internal sealed class Mmu
     /// <summary>The machine's own linear window (see <see cref="LinearWindow"/>), consulted on a TLB miss before the walk.</summary>
     public LinearWindow? Window { get; set; }
 
+    /// <summary>
+    /// Linear page number + 1 of a page whose writes are allowed wherever its reads are (0: none),
+    /// while the machine emulates one instruction's store to it. The page stays read-only in the
+    /// TLB and no dirty bit is set: the store does not go through the guest's mapping.
+    /// </summary>
+    public ulong WritableOverride { get; set; }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public TranslateStatus Translate(ulong la, Access access, out ulong pa, out uint errorCode)
     {
@@ -199,8 +206,14 @@ internal sealed class Mmu
         var bit = (byte)(1 << ((int)access + (user ? 3 : 0)));
         if ((allowed & bit) == 0)
         {
-            errorCode = baseCode | PageFaultErrorCode.Present;
-            return Fault(la);
+            var readable = (allowed & (byte)(1 << (user ? 3 : 0))) != 0;
+            if (access != Access.Write || WritableOverride != (la >> 12) + 1 || !readable)
+            {
+                errorCode = baseCode | PageFaultErrorCode.Present;
+                return Fault(la);
+            }
+
+            access = Access.Read; // the override: walked and cached as the read it is allowed to be
         }
 
         // The access is allowed: set A on every level, and D on the leaf for a write.

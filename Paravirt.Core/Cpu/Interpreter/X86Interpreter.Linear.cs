@@ -80,6 +80,32 @@ public sealed partial class X86Interpreter
         return true;
     }
 
+    /// <summary>
+    /// Runs the one instruction at rip as if the read-only page holding linear <paramref name="la"/>
+    /// were writable, with every memory access of that instruction going to <paramref name="bus"/>
+    /// (which sees the physical addresses the page tables give) instead of the interpreter's own
+    /// bus: how a machine emulates a store the guest's page tables forbid (Xen's writable page
+    /// tables). The page stays read-only in the TLB and gets no dirty bit. A store that
+    /// <paramref name="bus"/> refuses ends the instruction as a bus error with nothing of it
+    /// committed but what an instruction with several stores wrote before it.
+    /// </summary>
+    public CpuExit StepWritingThrough(ulong la, IGuestMemoryBus bus)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        var own = _bus;
+        _bus = bus;
+        _mmu.WritableOverride = (la >> 12) + 1;
+        try
+        {
+            return Run(1);
+        }
+        finally
+        {
+            _mmu.WritableOverride = 0;
+            _bus = own;
+        }
+    }
+
     /// <summary>Drops every decoded block (the machine wrote guest code it cannot name, or starts afresh).</summary>
     public void InvalidateAllCode() => _code.Clear();
 }

@@ -21,7 +21,8 @@ public sealed partial class X86Interpreter
     private const int MaxRepIterations = 4096;
 
     private readonly CpuState _cpu;
-    private readonly IGuestMemoryBus _bus;
+    // Not readonly: StepWritingThrough puts a machine's bus in front of it for one instruction.
+    private IGuestMemoryBus _bus;
     private readonly IInterpreterPlatform _platform;
     private readonly Mmu _mmu;
     private readonly CodeCache _code = new();

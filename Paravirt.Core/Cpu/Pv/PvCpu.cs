@@ -156,23 +156,29 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
             var exit = Interpreter.Run(_slice);
             Instructions += exit.Instructions;
-            switch (exit.Reason)
-            {
-                case ExitReason.SliceDone:
-                    break;
-                case ExitReason.Syscall:
-                    Syscall();
-                    break;
-                case ExitReason.Exception:
-                    OnException(exit);
-                    break;
-                case ExitReason.Halt:
-                    Crash($"hlt executed at CPL 0 at rip 0x{State.Rip:x}, which a PV vCPU never runs at");
-                    break;
-                default:
-                    Crash($"bus error at machine address 0x{exit.Address:x} (rip 0x{State.Rip:x}): a page-table entry reaches a frame the domain does not own");
-                    break;
-            }
+            OnExit(exit, emulated: false);
+        }
+    }
+
+    /// <summary>Acts on an interpreter exit; <paramref name="emulated"/> for the exit of an instruction the engine emulated.</summary>
+    private void OnExit(CpuExit exit, bool emulated)
+    {
+        switch (exit.Reason)
+        {
+            case ExitReason.SliceDone:
+                break;
+            case ExitReason.Syscall:
+                Syscall();
+                break;
+            case ExitReason.Exception:
+                OnException(exit, emulated);
+                break;
+            case ExitReason.Halt:
+                Crash($"hlt executed at CPL 0 at rip 0x{State.Rip:x}, which a PV vCPU never runs at");
+                break;
+            default:
+                Crash($"bus error at machine address 0x{exit.Address:x} (rip 0x{State.Rip:x}): a page-table entry reaches a frame the domain does not own");
+                break;
         }
     }
 
@@ -302,7 +308,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
     // ---- exceptions -----------------------------------------------------------------------------
 
-    private void OnException(CpuExit exit)
+    private void OnException(CpuExit exit, bool emulated)
     {
         var vector = exit.Vector;
         if (exit.SoftwareInterrupt)
@@ -331,6 +337,13 @@ internal sealed partial class PvCpu : IInterpreterPlatform
                 TaskSwitched = false;
                 break;
             case Vectors.PF:
+                // A fault inside an emulation is the guest's, never emulated again (pv_ro_page_fault
+                // injects the emulator's #PF as it is).
+                if (!emulated && TryEmulatePageTableWrite(exit))
+                {
+                    return;
+                }
+
                 PageFault(exit.Address, exit.ErrorCode ?? 0);
                 return;
         }

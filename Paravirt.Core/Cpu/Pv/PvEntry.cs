@@ -9,6 +9,22 @@ namespace Paravirt.Core.Cpu.Pv;
 /// </summary>
 public readonly record struct PvEntry(ulong Rip, ulong Rsp, ulong Rsi);
 
+/// <summary>
+/// Writable page tables, at a guest write fault on <paramref name="linear"/>: true, with the frame
+/// in <paramref name="mfn"/>, when the address is mapped read-only onto one of the domain's
+/// validated L1 page tables (Xen's ptwr_do_page_fault checks).
+/// </summary>
+public delegate bool PageTableLookup(Vcpu vcpu, ulong linear, out ulong mfn);
+
+/// <summary>
+/// Writable page tables, for each store of the emulated instruction to the L1 table
+/// <paramref name="mfn"/>: <paramref name="size"/> bytes of <paramref name="value"/> at byte
+/// <paramref name="offset"/>, a compare-exchange when <paramref name="comparand"/> is set
+/// (<paramref name="found"/>: what the stored bytes held); 0, or a negative errno when the new
+/// entry is refused (Xen's ptwr_emulated_update).
+/// </summary>
+public delegate long PageTableWrite(Domain domain, ulong mfn, uint offset, int size, ulong value, ulong? comparand, out ulong found);
+
 /// <summary>What the PV engine needs from the PV memory model; each hook unset means "refuse".</summary>
 public sealed record PvEngineOptions
 {
@@ -34,6 +50,16 @@ public sealed record PvEngineOptions
 
     /// <summary><c>update_descriptor</c>, after the write: drop what <see cref="HoldDescriptorFrame"/> took.</summary>
     public Action<Domain, ulong>? ReleaseDescriptorFrame { get; init; }
+
+    /// <summary>
+    /// VMASST_TYPE_writable_pagetables: finds the validated L1 page table a guest kernel's write
+    /// fault hit through its read-only mapping. Unset (or <see cref="WritePageTable"/> unset): such
+    /// a fault goes to the guest, as without the assist.
+    /// </summary>
+    public PageTableLookup? FindWritablePageTable { get; init; }
+
+    /// <summary>VMASST_TYPE_writable_pagetables: checks, references and stores one write of the emulated instruction to that table.</summary>
+    public PageTableWrite? WritePageTable { get; init; }
 
     /// <summary>Guest instructions per interpreter slice: the latency of pause, events and TLB flush requests from other threads.</summary>
     public long SliceInstructions { get; init; } = 20_000;

@@ -338,24 +338,86 @@ internal sealed unsafe class PvDomainMemory
             return Errno.EINVAL; // "L4 update in Xen-private area"
         }
 
-        if ((value & P) != 0)
+        if (TakeNewEntry(ref value, level, tableMfn) is { } rc)
         {
-            var disallow = level == 1 ? L1Disallow : BaseDisallow;
-            if ((value & disallow) != 0)
-            {
-                return Errno.EINVAL;
-            }
-
-            value = Adjust(value, level);
-            if (GetFromEntry(value, level, tableMfn) is { } rc)
-            {
-                return rc;
-            }
+            return rc;
         }
 
         var old = WriteEntry(tableMfn, index, value, preserveAd);
         PutFromEntry(old, level, tableMfn);
         return null;
+    }
+
+    /// <summary>
+    /// The checks and references of a new entry, as mod_lN_entry and ptwr_emulated_update take them
+    /// before the write: the disallowed bits, Xen's adjustment (<paramref name="value"/> becomes what
+    /// is stored) and get_page_from_lNe. A not-present entry needs nothing.
+    /// </summary>
+    private Errno? TakeNewEntry(ref ulong value, int level, ulong tableMfn)
+    {
+        if ((value & P) == 0)
+        {
+            return null;
+        }
+
+        var disallow = level == 1 ? L1Disallow : BaseDisallow;
+        if ((value & disallow) != 0)
+        {
+            return Errno.EINVAL;
+        }
+
+        value = Adjust(value, level);
+        return GetFromEntry(value, level, tableMfn);
+    }
+
+    /// <summary>
+    /// ptwr_emulated_update: a guest store of <paramref name="size"/> (1, 2, 4 or 8) bytes at byte
+    /// <paramref name="offset"/> of the validated L1 table <paramref name="tableMfn"/>, which Xen
+    /// emulates for a guest with VMASST_TYPE_writable_pagetables. A store narrower than an entry is
+    /// merged with the rest of its 8-byte entry, and the whole new entry is checked and referenced
+    /// exactly as mod_l1_entry does (then the old one's references are dropped). With a
+    /// <paramref name="comparand"/> it is a compare-exchange of the stored bytes: when they differ,
+    /// nothing is checked or written. <paramref name="found"/> is what the stored bytes held.
+    /// -EINVAL for a store that is not naturally aligned (so never crosses an entry).
+    /// </summary>
+    public Errno? UpdateL1Entry(ulong tableMfn, uint offset, int size, ulong value, ulong? comparand, out ulong found)
+    {
+        found = 0;
+        if (size is not (1 or 2 or 4 or 8) || offset >= MachineMemory.PageSize || (offset & (uint)(size - 1)) != 0)
+        {
+            return Errno.EINVAL; // "bad access"
+        }
+
+        var shift = (int)(offset & 7) * 8;
+        var bits = size == 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
+        var mask = bits << shift;
+        // SAFETY: the caller holds a general reference on tableMfn; offset < 4096, so the entry is inside the frame.
+        ref var slot = ref Table(tableMfn)[offset >> 3];
+        while (true)
+        {
+            var current = Volatile.Read(ref slot);
+            found = (current & mask) >> shift;
+            if (comparand is { } expected && found != (expected & bits))
+            {
+                return null; // X86EMUL_CMPXCHG_FAILED: the guest sees what is there
+            }
+
+            var entry = (current & ~mask) | ((value & bits) << shift);
+            if (TakeNewEntry(ref entry, 1, tableMfn) is { } rc)
+            {
+                return rc;
+            }
+
+            // Only another vCPU's MMU setting an accessed or dirty bit can change the entry under
+            // the domain's lock; then the merge starts again from what it wrote.
+            if (Interlocked.CompareExchange(ref slot, entry, current) == current)
+            {
+                PutFromEntry(current, 1, tableMfn);
+                return null;
+            }
+
+            PutFromEntry(entry, 1, tableMfn);
+        }
     }
 
     /// <summary>update_intpte: writes an entry (ORing in the old accessed/dirty bits if asked) and returns the old one.</summary>
