@@ -137,8 +137,22 @@ public sealed class Vcpu
     /// <summary>Single-shot deadline in system time ns (0 when not armed).</summary>
     internal ulong SingleShotDeadlineNs { get; private set; }
 
-    /// <summary>Set while the vCPU waits in SCHEDOP_poll.</summary>
-    internal bool IsPolling { get; set; }
+    /// <summary>
+    /// Set while the vCPU waits in SCHEDOP_poll. The poller sets it and then checks its ports; a
+    /// sender sets a port pending and then reads this: each side's store must be visible before its
+    /// load (a full fence), or both could miss the other and the poller sleep through its wake-up.
+    /// </summary>
+    internal bool IsPolling
+    {
+        get => Volatile.Read(ref _polling);
+        set
+        {
+            Volatile.Write(ref _polling, value);
+            Interlocked.MemoryBarrier();
+        }
+    }
+
+    private bool _polling;
 
     /// <summary>Set while a multicall runs on this vCPU (re-entry is refused).</summary>
     internal bool InMulticall { get; set; }

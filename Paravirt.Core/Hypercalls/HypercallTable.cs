@@ -65,6 +65,7 @@ public sealed unsafe class HypercallTable
         t.Register(Xen.__HYPERVISOR_update_va_mapping, &UpdateVaMappingOp.Handle);
         t.Register(Xen.__HYPERVISOR_update_va_mapping_otherdomain, &UpdateVaMappingOp.HandleOtherDomain);
         t.Register(Xen.__HYPERVISOR_physdev_op, &PhysdevOp.Handle);
+        t.Register(Xen.__HYPERVISOR_xenpmu_op, &XenPmuOp.Handle);
         return t;
     }
 

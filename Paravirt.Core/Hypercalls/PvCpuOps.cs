@@ -47,3 +47,12 @@ internal static class PvCpuOps
     public static long UpdateDescriptor(Vcpu vcpu, ulong machineAddress, ulong descriptor, ulong a3, ulong a4, ulong a5) =>
         vcpu.Pv.Engine is { } cpu ? cpu.UpdateDescriptor(machineAddress, descriptor) : Result.Err(Errno.ENOSYS);
 }
+
+/// <summary>
+/// <c>HYPERVISOR_xenpmu_op</c>: Xen 4.17 answers -EOPNOTSUPP while the vPMU is off (its default,
+/// <c>vpmu=0</c>), before it reads any argument; Linux then says "VPMU disabled by hypervisor".
+/// </summary>
+internal static class XenPmuOp
+{
+    public static long Handle(Vcpu vcpu, ulong op, ulong arg, ulong a3, ulong a4, ulong a5) => Result.Err(Errno.EOPNOTSUPP);
+}

@@ -35,6 +35,7 @@ internal sealed partial class PvCpu
         g[Gpr.R15] = r.r15;
         State.Rip = r.rip;
         State.Rflags = (r.rflags & ~(IOPL | VM | RF)) | IF | Reserved1;
+        Iopl = r.rflags & IOPL; // arch_set_info_guest: the virtual IOPL comes from the context's eflags (Linux gives IOPL 1)
         State.Cs = FixupSelector(r.cs);
         State.Ss = FixupSelector(r.ss);
         State.Ds = r.ds;

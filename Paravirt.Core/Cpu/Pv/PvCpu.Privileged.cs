@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Iced.Intel;
+using Microsoft.Extensions.Logging;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Cpu.Interpreter;
 using static Paravirt.Core.Cpu.Interpreter.FlagBits;
@@ -332,7 +333,7 @@ internal sealed partial class PvCpu
                 value = 0; // vPMU off: reads as zero (vpmu_do_rdmsr's nop)
                 break;
             default:
-                AddLog($"d{Domain.Id}v{Vcpu.Id}: rdmsr 0x{msr:x} unimplemented (#GP)");
+                AddLog($"d{Domain.Id}v{Vcpu.Id}: rdmsr 0x{msr:x} unimplemented (#GP)", LogLevel.Information);
                 return false;
         }
 
@@ -398,14 +399,14 @@ internal sealed partial class PvCpu
                 if (value != GuestMiscEnable)
                 {
                     // Xen warns "Domain attempted WRMSR" and ignores it, without a fault.
-                    AddLog($"d{Domain.Id}v{Vcpu.Id}: wrmsr 0x{msr:x} from 0x{GuestMiscEnable:x} to 0x{value:x} ignored");
+                    AddLog($"d{Domain.Id}v{Vcpu.Id}: wrmsr 0x{msr:x} from 0x{GuestMiscEnable:x} to 0x{value:x} ignored", LogLevel.Information);
                 }
 
                 return true;
             case var _ when IsPerfCounterMsr(msr):
                 return true; // vPMU off: writes vanish
             default:
-                AddLog($"d{Domain.Id}v{Vcpu.Id}: wrmsr 0x{msr:x} value 0x{value:x} unimplemented (#GP)");
+                AddLog($"d{Domain.Id}v{Vcpu.Id}: wrmsr 0x{msr:x} value 0x{value:x} unimplemented (#GP)", LogLevel.Information);
                 return false;
         }
     }

@@ -256,9 +256,9 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         var nr = State.Gpr[Gpr.Rax];
         DomainMeter.CountHypercall(_meterRow, nr);
         var result = _table.Invoke(Vcpu, nr, State.Gpr[Gpr.Rdi], State.Gpr[Gpr.Rsi], State.Gpr[Gpr.Rdx], State.Gpr[Gpr.R10], State.Gpr[Gpr.R8]);
-        if (_trace is not null || result < 0)
+        if (_trace is not null || (result < 0 && nr != Xen.__HYPERVISOR_iret))
         {
-            NoteHypercall(nr, result);
+            NoteHypercall(nr, result); // iret "returns" the guest's saved rax, not a result
         }
 
         State.Gpr[Gpr.Rax] = (ulong)result;
@@ -628,14 +628,19 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     [DoesNotReturn]
     internal void Crash(string reason)
     {
-        AddLog(reason);
+        AddLog(reason, LogLevel.Error);
         Domain.Crash($"vCPU {Vcpu.Id}: {reason}");
         throw new VcpuExitException();
     }
 
-    private void AddLog(string line)
+    /// <summary>
+    /// A line for <see cref="Log"/>, the trace and the logger: a gap (an instruction the interpreter
+    /// lacks) is a warning; an MSR answered #GP as Xen answers it is information (Linux probes some
+    /// with rdmsr_safe on every boot); a crash is an error.
+    /// </summary>
+    private void AddLog(string line, LogLevel level = LogLevel.Warning)
     {
-        _logger.LogWarning("{Line}", line);
+        _logger.Log(level, "{Line}", line);
         _trace?.Note(Vcpu, line);
         lock (_log)
         {

@@ -40,8 +40,9 @@ internal static class PvCpuid
             case 0:
                 return new CpuidResult(7, VendorEbx, VendorEcx, VendorEdx);
             case 1:
-                // Family 6; CLFLUSH line 8 qwords; one logical processor per package; initial APIC id = vCPU id.
-                return new CpuidResult(0x0003_06C3, (8u << 8) | (1u << 16) | ((uint)vcpu.Id << 24), Leaf1Ecx, Leaf1Edx);
+                // Family 6; CLFLUSH line 8 qwords; one logical processor per package; initial APIC id 0 on
+                // every vCPU (guest_cpuid puts the vCPU id there for HVM only).
+                return new CpuidResult(0x0003_06C3, (8u << 8) | (1u << 16), Leaf1Ecx, Leaf1Edx);
             case 0x8000_0000:
                 return new CpuidResult(0x8000_0008, VendorEbx, VendorEcx, VendorEdx);
             case 0x8000_0001:
