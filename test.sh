@@ -6,13 +6,20 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # Debian packages the tests use: the C compiler and Xen headers for the ABI probe, Xen's own
-# xenstore clients and PV GRUB as conformance peers, e2fsprogs for disk images.
+# xenstore clients and PV GRUB as conformance peers, e2fsprogs for disk images, and the
+# compressors Linux's build runs for bzImage payloads (xz has no in-process writer here; the
+# others check our decoders against the real tools' output).
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 [[ -f /usr/include/xen/xen.h && -f /usr/include/xen/io/xs_wire.h ]] || missing+=(libxen-dev)
 command -v xenstore-read >/dev/null 2>&1 || missing+=(xenstore-utils)
 [[ -f /usr/lib/grub-xen/grub-x86_64-xen.bin ]] || missing+=(grub-xen-host)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+{ command -v xz && command -v lzma; } >/dev/null 2>&1 || missing+=(xz-utils)
+command -v bzip2 >/dev/null 2>&1 || missing+=(bzip2)
+command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v gzip >/dev/null 2>&1 || missing+=(gzip)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "test.sh: missing Debian packages: ${missing[*]}; run as root, or: sudo apt-get install -y ${missing[*]}" >&2

@@ -185,7 +185,7 @@ internal static class KernelPayload
         {
             if (input.Length - pos < 4)
             {
-                throw new PvKernelException($"the bzImage's lz4 payload ends {input.Length - pos} bytes into a block header at payload offset 0x{pos:x}; expected a 4-byte block size");
+                throw new PvKernelException($"the bzImage's lz4 payload ends {input.Length - pos} bytes into a block header at offset 0x{pos:x}; expected a 4-byte block size");
             }
 
             var block = BinaryPrimitives.ReadUInt32LittleEndian(input[pos..]);
@@ -197,12 +197,12 @@ internal static class KernelPayload
 
             if (block > (uint)(input.Length - pos))
             {
-                throw new PvKernelException($"the bzImage's lz4 block at payload offset 0x{pos - 4:x} claims {block} bytes, but {input.Length - pos} bytes remain; expected the block inside the payload");
+                throw new PvKernelException($"the bzImage's lz4 payload has a block at offset 0x{pos - 4:x} that claims {block} bytes, but {input.Length - pos} bytes remain; expected the block inside the payload");
             }
 
             if (block > (uint)maxBlock)
             {
-                throw new PvKernelException($"the bzImage's lz4 block at payload offset 0x{pos - 4:x} claims {block} bytes; expected at most {maxBlock}, the most an 8 MiB block compresses to");
+                throw new PvKernelException($"the bzImage's lz4 payload has a block at offset 0x{pos - 4:x} that claims {block} bytes; expected at most {maxBlock}, the most an 8 MiB block compresses to");
             }
 
             var room = Math.Min(size - n, Lz4LegacyBlockSize);
@@ -216,7 +216,7 @@ internal static class KernelPayload
             {
                 throw room == 0
                     ? TooLong("lz4", size)
-                    : new PvKernelException($"the bzImage's lz4 block at payload offset 0x{pos - 4:x} ({block} bytes) does not decode into the {room} bytes left for it; expected a valid LZ4 block of at most 8 MiB that fits the size trailer's {size} bytes");
+                    : new PvKernelException($"the bzImage's lz4 payload has a block at offset 0x{pos - 4:x} ({block} bytes) that does not decode into the {room} bytes left for it; expected a valid LZ4 block of at most 8 MiB that fits the size trailer's {size} bytes");
             }
 
             n += got;

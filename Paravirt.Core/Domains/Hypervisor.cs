@@ -158,8 +158,7 @@ public sealed class Hypervisor : IDisposable
         if (KernelImage.IsBzImage(kernel) && config.MemoryMiB > 0 && BzImage.Parse(kernel) is var bz && bz.DecompressedSize > (long)config.MemoryMiB << 20)
         {
             throw new ArgumentException(
-                $"domain '{config.Name}': {config.MemoryMiB} MiB is too small for this kernel: its bzImage's {bz.CompressionName} payload decompresses to {bz.DecompressedSize} bytes (its size trailer); expected more memory than the kernel",
-                nameof(config));
+                $"domain '{config.Name}': {config.MemoryMiB} MiB is too small for this kernel: its bzImage's {bz.CompressionName} payload decompresses to {bz.DecompressedSize} bytes (its size trailer); expected more memory than the kernel");
         }
 
         var image = PvKernel.Parse(kernel);

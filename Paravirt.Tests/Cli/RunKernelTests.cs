@@ -83,11 +83,29 @@ public sealed class RunKernelTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_Kernel_Boots_A_BzImage_As_Its_Vmlinux()
+    {
+        var kernel = File("vmlinuz-test", TestBzImage.Build(KernelCompression.Zstd, PvTestKernel.Standard().Build()));
+
+        var (exit, _, error) = await Run("--kernel", kernel, "--memory", "16");
+
+        error.Should().Contain($"domain 1 (vmlinuz-test) starting: {kernel}, 16 MiB")
+            .And.Contain("PV layout: entry 0xffffffff80001000")
+            .And.Contain("domain 1 (vmlinuz-test) shut down (120)", "the test kernel's sched_op shutdown, as from its ELF file");
+        exit.Should().Be(ExitCodes.OtherShutdown, error);
+    }
+
+    [Fact]
     public async Task Kernel_Errors_Have_Their_Own_Exit_Codes()
     {
         var notElf = await Run("--kernel", File("notes.txt", "just text"u8.ToArray()));
         notElf.Exit.Should().Be(ExitCodes.BadKernel).And.Be(9);
-        notElf.Err.Should().Contain("notes.txt is not a bootable 64-bit PV kernel: not an ELF file");
+        notElf.Err.Should().Contain("notes.txt is not a bootable 64-bit PV kernel: not an ELF file or a bzImage: it starts with bytes 6A757374");
+
+        var lzo = TestBzImage.Wrap(TestBzImage.WithSize([0x89, (byte)'L', (byte)'Z', (byte)'O', 0, 0x0d, 0x0a, 0x1a, 0x0a], 100_000));
+        var badBz = await Run("--kernel", File("vmlinuz-lzo", lzo));
+        badBz.Exit.Should().Be(ExitCodes.BadKernel);
+        badBz.Err.Should().Contain("vmlinuz-lzo is not a bootable 64-bit PV kernel: the bzImage's payload is LZO-compressed");
 
         var badNotes = await Run("--kernel", File("k", PvTestKernel.Standard().XenNumber(Paravirt.Core.Abi.ElfNote.XEN_ELFNOTE_ENTRY, 0x10).Build()));
         badNotes.Exit.Should().Be(9);

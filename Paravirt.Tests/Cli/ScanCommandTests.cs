@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Text.Json;
 using Paravirt.Cli;
+using Paravirt.Core.Boot;
 using Paravirt.Tests.Boot;
+using Paravirt.Tests.Support;
 
 namespace Paravirt.Tests.Cli;
 
@@ -61,6 +63,40 @@ public sealed class ScanCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Scan_Of_A_BzImage_Scans_Its_Vmlinux_And_Says_So()
+    {
+        var vmlinux = PvTestKernel.Standard().Build();
+        var path = Path.Combine(dir, "vmlinuz");
+        await File.WriteAllBytesAsync(path, TestBzImage.Build(KernelCompression.Lz4, vmlinux), TestContext.Current.CancellationToken);
+
+        var (exit, output, error) = await Paravirt("scan", path);
+        var (jsonExit, json, _) = await Paravirt("scan", path, "--json");
+
+        exit.Should().Be(0, error);
+        output.Should().Contain($"{path}: Linux bzImage, boot protocol 2.15, lz4 payload of")
+            .And.Contain($"vmlinux: ELF64 x86-64 EXEC, {vmlinux.Length} bytes, entry 0xffffffff80001000")
+            .And.MatchRegex(@"FEATURES\s+\(10\)\s+""!writable_page_tables\|pae_pgdir_above_4gb""");
+        jsonExit.Should().Be(0);
+        using var doc = JsonDocument.Parse(json);
+        doc.RootElement.GetProperty("bzImage").GetProperty("compression").GetString().Should().Be("lz4");
+        doc.RootElement.GetProperty("size").GetInt64().Should().Be(vmlinux.Length, "size is the scanned ELF file's");
+    }
+
+    [Fact]
+    public async Task A_Corrupt_BzImage_Exits_3_Saying_What_Is_Wrong()
+    {
+        var image = TestBzImage.Build(KernelCompression.Xz, PvTestKernel.Standard().Build());
+        var path = Path.Combine(dir, "vmlinuz");
+        await File.WriteAllBytesAsync(path, image[..^200], TestContext.Current.CancellationToken);
+
+        var (exit, output, error) = await Paravirt("scan", path);
+
+        exit.Should().Be(ScanCommand.ExitNotElf);
+        output.Should().BeEmpty();
+        error.Should().Contain($"paravirt scan: {path}: the bzImage's payload").And.Contain("runs past the end");
+    }
+
+    [Fact]
     public async Task A_Missing_File_Exits_2_With_A_Message_On_Stderr()
     {
         var (exit, output, error) = await Paravirt("scan", Path.Combine(dir, "absent.bin"));
@@ -80,7 +116,7 @@ public sealed class ScanCommandTests : IDisposable
 
         exit.Should().Be(ScanCommand.ExitNotElf).And.Be(3);
         output.Should().BeEmpty();
-        error.Should().Contain("not an ELF file").And.Contain("expected the ELF magic 7F454C46");
+        error.Should().Contain("not an ELF file or a bzImage").And.Contain("expected the ELF magic 7F454C46 (\\x7fELF) of a PV kernel, or a Linux bzImage's boot setup header");
     }
 
     [Fact]
