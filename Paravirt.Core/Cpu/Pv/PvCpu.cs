@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
+using Microsoft.Extensions.Logging;
 using Paravirt.Core.Abi;
 using Paravirt.Core.Cpu.Interpreter;
 using Paravirt.Core.Domains;
 using Paravirt.Core.Hypercalls;
-using Microsoft.Extensions.Logging;
 using static Paravirt.Core.Cpu.Interpreter.FlagBits;
 
 namespace Paravirt.Core.Cpu.Pv;
