@@ -96,6 +96,17 @@ public sealed class RunKernelTests : IDisposable
     }
 
     [Fact]
+    public async Task A_Kernel_Whose_Last_Vcpu_Goes_Down_Exits_10_And_Says_No_Shutdown_Was_Asked()
+    {
+        var kernel = File("down-kernel", PvTestKernel.Standard(PvTestKernel.DownCode()).Build());
+
+        var (exit, _, error) = await Run("--kernel", kernel, "--memory", "16");
+
+        exit.Should().Be(ExitCodes.AllVcpusDown, error).And.Be(10);
+        error.Should().Contain("stopped: its last vCPU (0) went down (VCPUOP_down), without SCHEDOP_shutdown (Xen powers it off)");
+    }
+
+    [Fact]
     public async Task Kernel_Errors_Have_Their_Own_Exit_Codes()
     {
         var notElf = await Run("--kernel", File("notes.txt", "just text"u8.ToArray()));

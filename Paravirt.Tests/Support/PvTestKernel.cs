@@ -29,11 +29,26 @@ internal static class PvTestKernel
         a.ud2();
     });
 
+    /// <summary>Entry code that takes its only vCPU down (VCPUOP_down on vCPU 0) and spins, as Linux's halt() with events masked does.</summary>
+    public static byte[] DownCode(ulong at = Text) => TinyElf.Code(at, a =>
+    {
+        var spin = a.CreateLabel();
+        a.mov(edi, VcpuOp.VCPUOP_down);
+        a.xor(esi, esi);                                 // vCPU 0
+        a.xor(edx, edx);
+        a.call(HypercallPage + (Xen.__HYPERVISOR_vcpu_op * 32));
+        a.Label(ref spin);
+        a.jmp(spin);
+    });
+
     /// <summary>The standard kernel, with the note types in <paramref name="skip"/> left out.</summary>
-    public static TinyElf Standard(params int[] skip)
+    public static TinyElf Standard(params int[] skip) => Standard(Code(), skip);
+
+    /// <summary>The standard kernel running <paramref name="code"/> at its entry.</summary>
+    public static TinyElf Standard(byte[] code, params int[] skip)
     {
         var elf = new TinyElf { Entry = Text }
-            .Load(Text, Code(), TinyElf.PF_R | TinyElf.PF_X, memSize: 0x2000)
+            .Load(Text, code, TinyElf.PF_R | TinyElf.PF_X, memSize: 0x2000)
             .Load(Data, DataBytes, TinyElf.PF_R | TinyElf.PF_W, memSize: DataMemSize);
         void S(int type, string v)
         {
