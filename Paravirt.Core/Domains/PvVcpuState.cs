@@ -13,6 +13,7 @@ public sealed class PvVcpuState
     private ulong _userBase;
     private int _kernelMode = 1;
     private int _flushPending;
+    private int _usesTlb;
 
     /// <summary>
     /// The machine frame of the top-level (L4) table used in guest kernel mode (Xen's
@@ -64,4 +65,26 @@ public sealed class PvVcpuState
 
     /// <summary>For the engine: true (once) if a flush was requested since the last call.</summary>
     public bool TakeTlbFlushRequest() => Interlocked.Exchange(ref _flushPending, 0) != 0;
+
+    /// <summary>A flush was requested and not yet taken.</summary>
+    public bool TlbFlushPending => Volatile.Read(ref _flushPending) != 0;
+
+    /// <summary>
+    /// For the engine: whether the vCPU may translate through cached entries now (it runs guest code
+    /// or delivers an exception) or not (it is in a hypercall, blocked, paused or down, and takes any
+    /// pending flush before it touches guest memory again). Set with a full fence, so a requester
+    /// that sets a flush pending and then sees false knows the vCPU will take it before its next use.
+    /// </summary>
+    public bool UsesTlb
+    {
+        get => Volatile.Read(ref _usesTlb) != 0;
+        set => Interlocked.Exchange(ref _usesTlb, value ? 1 : 0);
+    }
+
+    /// <summary>
+    /// Xen's flush_tlb_mask waits for the other CPUs: true once a flush requested of this vCPU is
+    /// complete as far as any observer can tell: taken, or the vCPU is not using its TLB (it takes
+    /// the flush before it does again).
+    /// </summary>
+    public bool TlbFlushSettled => !TlbFlushPending || !UsesTlb;
 }

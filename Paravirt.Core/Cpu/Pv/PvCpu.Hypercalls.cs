@@ -38,6 +38,7 @@ internal sealed partial class PvCpu
     /// </summary>
     internal long Iret()
     {
+        SyncAddressSpace(force: false); // a flush asked while the hypercall began is taken before the frame is read
         Span<byte> bytes = stackalloc byte[Marshal.SizeOf<iret_context>()];
         var rsp = State.Gpr[Gpr.Rsp];
         if (!Interpreter.TryReadLinear(rsp, bytes, out var fault))

@@ -40,6 +40,7 @@ internal sealed partial class PvCpu
         bus.Target(mfn);
         var exit = Interpreter.StepWritingThrough(fault.Address, bus);
         Instructions += exit.Instructions;
+        CompleteRemoteFlushes(); // the store may have changed a frame's type: other vCPUs flush before this one goes on
         if (bus.Refused)
         {
             return false;

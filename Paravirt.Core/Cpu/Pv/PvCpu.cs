@@ -139,12 +139,15 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     /// <summary>Runs the vCPU until its domain stops (a <see cref="VcpuExitException"/> ends it).</summary>
     public void Run()
     {
+        Vcpu.Pv.UsesTlb = true;
         SyncAddressSpace(force: true);
         while (true)
         {
             if (!IsRunnable)
             {
+                Vcpu.Pv.UsesTlb = false;
                 EnsureRunnable();
+                Vcpu.Pv.UsesTlb = true;
             }
 
             SyncAddressSpace(force: false);
@@ -255,13 +258,55 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
         var nr = State.Gpr[Gpr.Rax];
         DomainMeter.CountHypercall(_meterRow, nr);
+
+        // A hypercall may block, or wait for the other vCPUs' flushes: meanwhile this vCPU's TLB is
+        // not in use, and any flush asked of it is taken before it is (iret takes it first thing).
+        Vcpu.Pv.UsesTlb = false;
         var result = _table.Invoke(Vcpu, nr, State.Gpr[Gpr.Rdi], State.Gpr[Gpr.Rsi], State.Gpr[Gpr.Rdx], State.Gpr[Gpr.R10], State.Gpr[Gpr.R8]);
+        CompleteRemoteFlushes();
         if (_trace is not null || (result < 0 && nr != Xen.__HYPERVISOR_iret))
         {
             NoteHypercall(nr, result); // iret "returns" the guest's saved rax, not a result
         }
 
         State.Gpr[Gpr.Rax] = (ulong)result;
+    }
+
+    /// <summary>
+    /// Xen's flush_tlb_mask IPIs the other CPUs and waits: a TLB flush a hypercall or an emulated
+    /// page-table write asked of another vCPU (MMUEXT_TLB_FLUSH_MULTI, INVLPG_MULTI, UVMF with a
+    /// mask, a type change's flush) is complete before this vCPU runs guest code again. Each such
+    /// vCPU takes it at its next slice boundary, or has no TLB in use (in a hypercall, blocked,
+    /// paused, down). While waiting this vCPU's own TLB is not in use either, so two vCPUs waiting
+    /// for each other both go on; its own pending flush is taken afterwards. Called with no lock held.
+    /// </summary>
+    private void CompleteRemoteFlushes()
+    {
+        if (Domain.Vcpus.Length > 1)
+        {
+            Vcpu.Pv.UsesTlb = false;
+            WaitForRemoteFlushes();
+        }
+
+        Vcpu.Pv.UsesTlb = true;
+        SyncAddressSpace(force: false);
+    }
+
+    private void WaitForRemoteFlushes()
+    {
+        foreach (var other in Domain.Vcpus)
+        {
+            if (other == Vcpu || other.Pv.TlbFlushSettled)
+            {
+                continue;
+            }
+
+            var spin = default(SpinWait);
+            while (!other.Pv.TlbFlushSettled && Domain.IsAlive)
+            {
+                spin.SpinOnce();
+            }
+        }
     }
 
     /// <summary>The trace line of a hypercall, and a log line for one refused (-ENOSYS as a warning: a gap a porter must know of).</summary>
