@@ -194,6 +194,10 @@ internal sealed partial class PvCpu
         State.Rflags = (State.Rflags & Kept) | (rflags & ~Kept & 0x3F_7FD5) | Reserved1;
         State.Gpr[Gpr.Rsp] = newRsp;
         State.Ss = ss;
+
+        // iretq serializes: sync_core's purpose is to make this CPU fetch code another CPU wrote
+        // (text_poke on each CPU), so the decoded blocks go.
+        Interpreter.InvalidateAllCode();
         return true;
     }
 

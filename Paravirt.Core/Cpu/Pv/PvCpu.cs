@@ -364,6 +364,12 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
         switch (vector)
         {
+            case Vectors.BP:
+                // Linux retries an int3 that a concurrent text_poke removed, counting on the CPU to
+                // fetch the instruction afresh: code another vCPU wrote is not in this one's decoded
+                // blocks until they are dropped.
+                Interpreter.InvalidateAllCode();
+                break;
             case Vectors.UD:
                 if (TryForcedEmulation())
                 {
