@@ -1,10 +1,6 @@
 using Paravirt.Core.Abi;
-using Paravirt.Core.Boot;
-using Paravirt.Core.Cpu.Pv;
 using Paravirt.Core.Domains;
-using Paravirt.Tests.Cpu.Interpreter;
 using Paravirt.Tests.Memory.Pv;
-using Paravirt.Tests.Support;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Paravirt.Tests.Cpu.Pv;
@@ -16,7 +12,6 @@ namespace Paravirt.Tests.Cpu.Pv;
 /// </summary>
 public sealed class CrossModifyingCodeTests : IDisposable
 {
-    private const ulong P = PvTestDomain.P, RW = PvTestDomain.RW;
     private readonly Hypervisor _hv = new(new HypervisorOptions { MemoryMiB = 64 });
 
     public void Dispose() => _hv.Dispose();
@@ -32,32 +27,15 @@ public sealed class CrossModifyingCodeTests : IDisposable
         ulong before = dataVa, patched = dataVa + 8, after = dataVa + 16, ready = dataVa + 24, started = dataVa + 32;
 
         // func: mov eax, imm32; ret. vCPU 0 rewrites the immediate.
-        d.Domain.Memory.TryWrite(funcVa, InterpreterMachine.Assemble(a =>
+        d.LoadCode(func, a =>
         {
             a.mov(eax, 0x1111);
             a.ret();
-        }, funcVa, halt: false)).Should().BeTrue();
-
-        var context = new vcpu_guest_context
-        {
-            flags = ArchX86.VGCF_in_kernel | ArchX86.VGCF_online,
-            kernel_ss = ArchX86.FLAT_KERNEL_SS,
-            kernel_sp = (stack1 << 12) + 0x1000,
-        };
-        context.user_regs.rip = code1 << 12;
-        context.user_regs.rsp = (stack1 << 12) + 0x1000;
-        context.user_regs.cs = ArchX86.FLAT_KERNEL_CS;
-        context.user_regs.ss = ArchX86.FLAT_KERNEL_SS;
-        context.user_regs.rflags = 0x202;
-        unsafe
-        {
-            context.ctrlreg[3] = d.Mfn(t.L4) << 12;
-        }
-
-        d.Domain.Memory.TryWrite(ctx << 12, context).Should().BeTrue();
+        });
+        d.WriteSecondaryContext(ctx, code1 << 12, stack1, t.L4);
 
         // vCPU 1: call func (decoding it), wait for the patch, sync_core (iret_to_self), call func again.
-        d.Domain.Memory.TryWrite(code1 << 12, InterpreterMachine.Assemble(a =>
+        d.LoadCode(code1, a =>
         {
             var poll = a.CreateLabel();
             var resume = a.CreateLabel();
@@ -87,18 +65,13 @@ public sealed class CrossModifyingCodeTests : IDisposable
             a.Label(ref spin);
             a.pause();
             a.jmp(spin);
-        }, code1 << 12, halt: false)).Should().BeTrue();
+        });
 
-        d.Domain.Memory.TryWrite(dataVa + 0x100, new sched_shutdown { reason = Sched.SHUTDOWN_poweroff }).Should().BeTrue();
-        d.Domain.Memory.TryWrite(code0 << 12, InterpreterMachine.Assemble(a =>
+        d.LoadCode(code0, a =>
         {
             var wait = a.CreateLabel();
             var done = a.CreateLabel();
-            a.mov(edi, VcpuOp.VCPUOP_initialise);
-            a.mov(esi, 1);
-            a.mov(rdx, ctx << 12);
-            a.mov(eax, Xen.__HYPERVISOR_vcpu_op);
-            a.syscall();
+            PvTestDomain.BringUpVcpu1(a, ctx << 12);
             a.Label(ref wait);
             a.cmp(__qword_ptr[started], 1);
             a.jne(wait);
@@ -107,15 +80,10 @@ public sealed class CrossModifyingCodeTests : IDisposable
             a.Label(ref done);
             a.cmp(__qword_ptr[ready], 1);
             a.jne(done);
-            a.mov(edi, Sched.SCHEDOP_shutdown);
-            a.mov(rsi, dataVa + 0x100);
-            a.mov(eax, Xen.__HYPERVISOR_sched_op);
-            a.syscall();
-            a.ud2();
-        }, code0 << 12, halt: false)).Should().BeTrue();
+            d.PowerOff(a, dataVa + 0x100);
+        });
 
-        PvEngine.Start(d.Domain, d.Vcpu, new PvEntry(code0 << 12, (stack0 << 12) + 0x1000, d.Domain.StartInfoAddress), PvKernelStart.EngineOptions);
-        var exit = await d.Domain.ExitWithinAsync();
+        var exit = await d.RunEngineAsync(code0, stack0);
 
         exit.State.Should().Be(DomainState.Shutdown, exit.Reason);
         d.Read(data, 0).Should().Be(0x1111);

@@ -1,4 +1,7 @@
+using Iced.Intel;
 using Paravirt.Core.Abi;
+using Paravirt.Core.Boot;
+using Paravirt.Core.Cpu.Pv;
 using Paravirt.Core.Domains;
 using Paravirt.Core.Memory;
 
@@ -139,5 +142,65 @@ internal sealed class PvTestDomain
         MmuExt(Xen.MMUEXT_NEW_BASEPTR, Mfn(t.L4)).Should().Be(0);
         Vcpu.Pv.IsPaged.Should().BeTrue();
         return t;
+    }
+
+    // ---- two vCPUs on the PV engine (identity-mapped machine code, after BuildAndEnter) ----
+
+    /// <summary>
+    /// Writes a VCPUOP_initialise context to page <paramref name="contextPfn"/>: guest kernel mode,
+    /// online, entering <paramref name="rip"/> on the stack page <paramref name="stackPfn"/>, on the L4 <paramref name="l4Pfn"/>.
+    /// </summary>
+    public void WriteSecondaryContext(ulong contextPfn, ulong rip, ulong stackPfn, ulong l4Pfn)
+    {
+        var top = (stackPfn << 12) + 0x1000;
+        var context = new vcpu_guest_context
+        {
+            flags = ArchX86.VGCF_in_kernel | ArchX86.VGCF_online,
+            kernel_ss = ArchX86.FLAT_KERNEL_SS,
+            kernel_sp = top,
+        };
+        context.user_regs.rip = rip;
+        context.user_regs.rsp = top;
+        context.user_regs.cs = ArchX86.FLAT_KERNEL_CS;
+        context.user_regs.ss = ArchX86.FLAT_KERNEL_SS;
+        context.user_regs.rflags = 0x202;
+        unsafe
+        {
+            context.ctrlreg[3] = Mfn(l4Pfn) << 12;
+        }
+
+        Domain.Memory.TryWrite(contextPfn << 12, context).Should().BeTrue();
+    }
+
+    /// <summary>Assembles <paramref name="program"/> at page <paramref name="pfn"/> (its virtual address is the same).</summary>
+    public void LoadCode(ulong pfn, Action<Assembler> program) =>
+        Domain.Memory.TryWrite(pfn << 12, Cpu.Interpreter.InterpreterMachine.Assemble(program, pfn << 12, halt: false)).Should().BeTrue();
+
+    /// <summary>vcpu_op(VCPUOP_initialise, 1, context): with VGCF_online vCPU 1 starts on the engine.</summary>
+    public static void BringUpVcpu1(Assembler a, ulong contextVa)
+    {
+        a.mov(AssemblerRegisters.edi, VcpuOp.VCPUOP_initialise);
+        a.mov(AssemblerRegisters.esi, 1);
+        a.mov(AssemblerRegisters.rdx, contextVa);
+        a.mov(AssemblerRegisters.eax, Xen.__HYPERVISOR_vcpu_op);
+        a.syscall();
+    }
+
+    /// <summary>sched_op(SCHEDOP_shutdown, poweroff) with the argument written at <paramref name="at"/>.</summary>
+    public void PowerOff(Assembler a, ulong at)
+    {
+        Domain.Memory.TryWrite(at, new sched_shutdown { reason = Sched.SHUTDOWN_poweroff }).Should().BeTrue();
+        a.mov(AssemblerRegisters.edi, Sched.SCHEDOP_shutdown);
+        a.mov(AssemblerRegisters.rsi, at);
+        a.mov(AssemblerRegisters.eax, Xen.__HYPERVISOR_sched_op);
+        a.syscall();
+        a.ud2();
+    }
+
+    /// <summary>Starts vCPU 0 on the PV engine at page <paramref name="codePfn"/> with the memory model's hooks, and waits (bounded) for the end.</summary>
+    public Task<DomainExit> RunEngineAsync(ulong codePfn, ulong stackPfn)
+    {
+        PvEngine.Start(Domain, Vcpu, new PvEntry(codePfn << 12, (stackPfn << 12) + 0x1000, Domain.StartInfoAddress), PvKernelStart.EngineOptions);
+        return Support.DomainTestExtensions.ExitWithinAsync(Domain);
     }
 }

@@ -1,9 +1,5 @@
 using Paravirt.Core.Abi;
-using Paravirt.Core.Boot;
-using Paravirt.Core.Cpu.Pv;
 using Paravirt.Core.Domains;
-using Paravirt.Tests.Cpu.Interpreter;
-using Paravirt.Tests.Support;
 using static Iced.Intel.AssemblerRegisters;
 
 namespace Paravirt.Tests.Memory.Pv;
@@ -33,28 +29,11 @@ public sealed class RemoteFlushTests : IDisposable
         d.Write(pageB, 0, 0xBBBB);
         d.Write(data, 4, 1UL << 1); // the vCPU mask: vCPU 1
         d.Call(Xen.__HYPERVISOR_update_va_mapping, windowVa, d.Entry(pageA, P | RW), Xen.UVMF_INVLPG | Xen.UVMF_LOCAL).Should().Be(0);
+        d.WriteSecondaryContext(ctx, code1 << 12, stack1, t.L4);
 
-        var context = new vcpu_guest_context
-        {
-            flags = ArchX86.VGCF_in_kernel | ArchX86.VGCF_online,
-            kernel_ss = ArchX86.FLAT_KERNEL_SS,
-            kernel_sp = (stack1 << 12) + 0x1000,
-        };
-        context.user_regs.rip = code1 << 12;
-        context.user_regs.rsp = (stack1 << 12) + 0x1000;
-        context.user_regs.cs = ArchX86.FLAT_KERNEL_CS;
-        context.user_regs.ss = ArchX86.FLAT_KERNEL_SS;
-        context.user_regs.rflags = 0x202;
-        unsafe
-        {
-            context.ctrlreg[3] = d.Mfn(t.L4) << 12;
-        }
-
-        d.Domain.Memory.TryWrite(ctx << 12, context).Should().BeTrue();
-
-        // vCPU 1: read through the window (its TLB now holds window -> A) until vCPU 0 says it remapped,
-        // then read once more and report.
-        d.Domain.Memory.TryWrite(code1 << 12, InterpreterMachine.Assemble(a =>
+        // vCPU 1: read through the window (its TLB now holds window -> A) until vCPU 0 says it
+        // remapped, then read once more and report.
+        d.LoadCode(code1, a =>
         {
             var poll = a.CreateLabel();
             var spin = a.CreateLabel();
@@ -70,21 +49,15 @@ public sealed class RemoteFlushTests : IDisposable
             a.Label(ref spin);
             a.pause();
             a.jmp(spin);
-        }, code1 << 12, halt: false)).Should().BeTrue();
+        });
 
         // vCPU 0: bring vCPU 1 up, wait until it reads through the window, remap the window to B for
         // vCPU 1's TLB (a pointer to the mask in the flags), say so, and wait for vCPU 1's read.
-        var shutdown = new sched_shutdown { reason = Sched.SHUTDOWN_poweroff };
-        d.Domain.Memory.TryWrite(dataVa + 0x100, shutdown).Should().BeTrue();
-        d.Domain.Memory.TryWrite(code0 << 12, InterpreterMachine.Assemble(a =>
+        d.LoadCode(code0, a =>
         {
             var wait = a.CreateLabel();
             var done = a.CreateLabel();
-            a.mov(edi, VcpuOp.VCPUOP_initialise);
-            a.mov(esi, 1);
-            a.mov(rdx, ctx << 12);
-            a.mov(eax, Xen.__HYPERVISOR_vcpu_op);
-            a.syscall();
+            PvTestDomain.BringUpVcpu1(a, ctx << 12);
             a.Label(ref wait);
             a.cmp(__qword_ptr[started], 1);
             a.jne(wait);
@@ -98,15 +71,10 @@ public sealed class RemoteFlushTests : IDisposable
             a.Label(ref done);
             a.cmp(__qword_ptr[ready], 1);
             a.jne(done);
-            a.mov(edi, Sched.SCHEDOP_shutdown);
-            a.mov(rsi, dataVa + 0x100);
-            a.mov(eax, Xen.__HYPERVISOR_sched_op);
-            a.syscall();
-            a.ud2();
-        }, code0 << 12, halt: false)).Should().BeTrue();
+            d.PowerOff(a, dataVa + 0x100);
+        });
 
-        PvEngine.Start(d.Domain, d.Vcpu, new PvEntry(code0 << 12, (stack0 << 12) + 0x1000, d.Domain.StartInfoAddress), PvKernelStart.EngineOptions);
-        var exit = await d.Domain.ExitWithinAsync();
+        var exit = await d.RunEngineAsync(code0, stack0);
 
         exit.State.Should().Be(DomainState.Shutdown, exit.Reason);
         d.Read(data, 5).Should().Be(0, "update_va_mapping with a vCPU mask succeeds");
