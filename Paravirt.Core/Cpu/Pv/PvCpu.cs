@@ -51,6 +51,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     private readonly List<string> _log = [];
     private readonly long _slice;
     private readonly ILogger _logger;
+    private readonly bool _smp;
     private readonly HypervisorTrace? _trace;
 
     public PvCpu(Domain domain, Vcpu vcpu, PvEntry entry, PvEngineOptions options)
@@ -62,6 +63,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         _table = domain.Hypervisor.Hypercalls;
         _meterRow = domain.Meter.HypercallRow(vcpu.Id);
         _logger = domain.Hypervisor.Options.Logger;
+        _smp = domain.Vcpus.Length > 1;
         _trace = domain.Hypervisor.Options.Trace;
         Bus = new PvMachineBus(domain.Hypervisor.Frames, domain.Id);
         State = new CpuState
@@ -261,9 +263,18 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
         // A hypercall may block, or wait for the other vCPUs' flushes: meanwhile this vCPU's TLB is
         // not in use, and any flush asked of it is taken before it is (iret takes it first thing).
-        Vcpu.Pv.UsesTlb = false;
+        // A single-vCPU domain has nobody to wait for: its own flushes are taken at the loop's top.
+        if (_smp)
+        {
+            Vcpu.Pv.UsesTlb = false;
+        }
+
         var result = _table.Invoke(Vcpu, nr, State.Gpr[Gpr.Rdi], State.Gpr[Gpr.Rsi], State.Gpr[Gpr.Rdx], State.Gpr[Gpr.R10], State.Gpr[Gpr.R8]);
-        CompleteRemoteFlushes();
+        if (_smp)
+        {
+            CompleteRemoteFlushes();
+        }
+
         if (_trace is not null || (result < 0 && nr != Xen.__HYPERVISOR_iret))
         {
             NoteHypercall(nr, result); // iret "returns" the guest's saved rax, not a result
@@ -282,12 +293,13 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     /// </summary>
     private void CompleteRemoteFlushes()
     {
-        if (Domain.Vcpus.Length > 1)
+        if (!_smp)
         {
-            Vcpu.Pv.UsesTlb = false;
-            WaitForRemoteFlushes();
+            return;
         }
 
+        Vcpu.Pv.UsesTlb = false;
+        WaitForRemoteFlushes();
         Vcpu.Pv.UsesTlb = true;
         SyncAddressSpace(force: false);
     }
