@@ -46,6 +46,12 @@ internal static class RunCommand
 
         /// <summary><c>--trace FILE</c>: a per-vCPU trace of hypercalls and bounces.</summary>
         public string? TracePath { get; init; }
+
+        /// <summary><c>--profile FILE</c>: where guest code spent its instructions, written when the run ends.</summary>
+        public string? ProfilePath { get; init; }
+
+        /// <summary><c>--symbols FILE</c>: a System.map or kallsyms listing that names the profile's addresses.</summary>
+        public string? SymbolsPath { get; init; }
     }
 
     public static Command Create(Func<Stream> stdin)
@@ -62,6 +68,8 @@ internal static class RunCommand
         var logLevel = new Option<Microsoft.Extensions.Logging.LogLevel?>("--log-level") { Description = "What the hypervisor logs to stderr: trace, debug, information, warning (default: hypercalls answered -ENOSYS, instructions the interpreter lacks, MSRs answered #GP), error, critical or none" };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log at debug level: also every refused hypercall and every exception bounced to the guest" };
         var trace = new Option<string?>("--trace") { Description = "Write a per-vCPU trace of every hypercall (arguments, result) and every exception or event bounced to the guest to FILE" };
+        var profile = new Option<string?>("--profile") { Description = "Sample where the guest's machine code spends its instructions and write the report (most first) to FILE when the run ends" };
+        var symbols = new Option<string?>("--symbols") { Description = "With --profile: a System.map or /proc/kallsyms listing that names the sampled addresses" };
         var vcpus = new Option<int?>("--vcpus") { Description = "With --kernel: the number of vCPUs (default 1); the kernel brings up the others with VCPUOP_initialise/up" };
         var command = new Command(
             "run",
@@ -83,6 +91,8 @@ internal static class RunCommand
         command.Options.Add(logLevel);
         command.Options.Add(verbose);
         command.Options.Add(trace);
+        command.Options.Add(profile);
+        command.Options.Add(symbols);
         command.Validators.Add(result =>
         {
             var hasConfig = result.GetValue(config) is not null;
@@ -116,6 +126,8 @@ internal static class RunCommand
                 Vcpus = parse.GetValue(vcpus),
                 LogLevel = parse.GetValue(logLevel) ?? (parse.GetValue(verbose) ? Microsoft.Extensions.Logging.LogLevel.Debug : Microsoft.Extensions.Logging.LogLevel.Warning),
                 TracePath = parse.GetValue(trace),
+                ProfilePath = parse.GetValue(profile),
+                SymbolsPath = parse.GetValue(symbols),
             },
             parse.InvocationConfiguration.Output,
             parse.InvocationConfiguration.Error,
@@ -184,11 +196,28 @@ internal static class RunCommand
         }
 
         using var traceScope = traceFile;
+        GuestSymbols? symbolTable = null;
+        if (options.SymbolsPath is { } symbolsPath)
+        {
+            try
+            {
+                using var reader = File.OpenText(symbolsPath);
+                symbolTable = GuestSymbols.Parse(reader);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+            {
+                await error.WriteLineAsync($"paravirt run: --symbols {symbolsPath}: cannot read the file ({e.Message}); expected a System.map or kallsyms listing").ConfigureAwait(false);
+                return ExitCodes.SetupFailed;
+            }
+        }
+
+        var guestProfile = options.ProfilePath is null ? null : new GuestProfile();
         using var hv = new Hypervisor(new HypervisorOptions
         {
             MemoryMiB = hostMiB,
             Logger = new Host.TextLogger(TextWriter.Synchronized(error), options.LogLevel),
             Trace = traceFile,
+            Profile = guestProfile,
         });
         options.HypervisorCreated?.Invoke(hv);
         ControlServer control;
@@ -208,6 +237,19 @@ internal static class RunCommand
             var input2 = input is null ? Task.CompletedTask : session.PumpInputAsync(input, signalled.Token);
             var code = await session.RunAsync(signalled.Token).ConfigureAwait(false);
             _ = input2; // stdin may stay open: the copy ends with the process, never awaited
+            if (guestProfile is not null && options.ProfilePath is { } profilePath)
+            {
+                try
+                {
+                    await using var report = File.CreateText(profilePath);
+                    guestProfile.WriteReport(report, symbolTable);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+                {
+                    await error.WriteLineAsync($"paravirt run: --profile {profilePath}: cannot write the report ({e.Message})").ConfigureAwait(false);
+                }
+            }
+
             return code;
         }
     }

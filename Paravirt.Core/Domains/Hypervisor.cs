@@ -37,6 +37,9 @@ public sealed record HypervisorOptions
 
     /// <summary>A per-vCPU trace of hypercalls and bounces (<c>paravirt run --trace FILE</c>), or null for none.</summary>
     public HypervisorTrace? Trace { get; init; }
+
+    /// <summary>A sampling profile of interpreted guest code (<c>paravirt run --profile FILE</c>), or null for none.</summary>
+    public GuestProfile? Profile { get; init; }
 }
 
 /// <summary>

@@ -59,6 +59,14 @@ public sealed class RunKernelTests : IDisposable
         lines.Should().Contain(l => l.Contains("] d1v0 hypercall grant_table_op(0x", StringComparison.Ordinal), "GRUB sets up its grant table first");
         lines.Should().Contain(l => l.Contains("] d1v0 hypercall mmu_update(", StringComparison.Ordinal) && l.EndsWith(") = 0", StringComparison.Ordinal));
         lines.Should().NotContain(l => l.Contains(" d1v1 ", StringComparison.Ordinal), "GRUB never brings vCPU 1 up");
+
+        var profile = Path.Combine(dir, "profile.txt");
+        var symbols = File("grub.map", "0000000000000001 T grub_all\n"u8.ToArray());
+        var profiled = await Run("--kernel", RealKernel.Path(), "--memory", "32", "--disk", disk, "--profile", profile, "--symbols", symbols);
+        profiled.Exit.Should().Be(ExitCodes.Ok, profiled.Err);
+        var report = System.IO.File.ReadAllLines(profile);
+        report[0].Should().MatchRegex(@"^# [\d,]+ guest instructions sampled at slice ends$");
+        report.Should().Contain(l => l.EndsWith("100.00%  grub_all", StringComparison.Ordinal), "every sample of GRUB's code (above 0x1) resolves to the one symbol");
         var bad = await Run("--kernel", RealKernel.Path(), "--trace", Path.Combine(dir, "no", "such", "dir", "t.txt"));
         bad.Exit.Should().Be(ExitCodes.SetupFailed);
         bad.Err.Should().Contain("--trace").And.Contain("expected a writable path");

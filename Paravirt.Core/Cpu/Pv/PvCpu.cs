@@ -52,6 +52,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     private readonly long _slice;
     private readonly ILogger _logger;
     private readonly bool _smp;
+    private readonly GuestProfile? _profile;
     private readonly HypervisorTrace? _trace;
 
     public PvCpu(Domain domain, Vcpu vcpu, PvEntry entry, PvEngineOptions options)
@@ -64,6 +65,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         _meterRow = domain.Meter.HypercallRow(vcpu.Id);
         _logger = domain.Hypervisor.Options.Logger;
         _smp = domain.Vcpus.Length > 1;
+        _profile = domain.Hypervisor.Options.Profile;
         _trace = domain.Hypervisor.Options.Trace;
         Bus = new PvMachineBus(domain.Hypervisor.Frames, domain.Id);
         State = new CpuState
@@ -161,6 +163,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
 
             var exit = Interpreter.Run(_slice);
             Instructions += exit.Instructions;
+            _profile?.Record(State.Rip, exit.Instructions);
             OnExit(exit, emulated: false);
         }
     }
