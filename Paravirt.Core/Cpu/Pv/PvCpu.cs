@@ -273,10 +273,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
         }
 
         var result = _table.Invoke(Vcpu, nr, State.Gpr[Gpr.Rdi], State.Gpr[Gpr.Rsi], State.Gpr[Gpr.Rdx], State.Gpr[Gpr.R10], State.Gpr[Gpr.R8]);
-        if (_smp)
-        {
-            CompleteRemoteFlushes();
-        }
+        CompleteRemoteFlushes();
 
         if (_trace is not null || (result < 0 && nr != Xen.__HYPERVISOR_iret))
         {
