@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Text;
 using System.Text.RegularExpressions;
 using Paravirt.Core.Abi;
+using Paravirt.Core.Backends.Block;
 using Paravirt.Core.Boot;
 using Paravirt.Core.Domains;
 using Paravirt.Tests.Support;
@@ -123,6 +124,46 @@ public sealed partial class LinuxBootTests : IDisposable
         var text = await console.WaitAsync(Bound, ct);
         exit.State.Should().Be(DomainState.Crashed, $"a panic ends in SCHEDOP_shutdown(crash); it ended {exit} with console:\n{text}");
         text.Should().Contain("sysrq: Trigger a crash").And.Contain("Kernel panic");
+    }
+
+    [Fact]
+    public async Task Pv_Grub_Loads_The_Generic_Kernel_And_An_Initramfs_From_An_Ext4_Disk_By_Its_Grub_Cfg_And_Linux_Reaches_Init()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = $"PARAVIRT-CHAIN-{Guid.NewGuid():N}";
+        var dir = Directory.CreateTempSubdirectory("paravirt-chain-").FullName;
+        try
+        {
+            var image = Path.Combine(dir, "xvda.img");
+            var kernel = await File.ReadAllBytesAsync(DebianLinux.GenericKernel, ct);
+            await Ext2Image.CreateAsync(image, new Dictionary<string, byte[]>
+            {
+                ["boot/vmlinuz"] = kernel,
+                ["boot/initrd.gz"] = Initramfs(Init($"echo \"{marker}\"\npoweroff -f")),
+                ["boot/grub/grub.cfg"] = Encoding.ASCII.GetBytes("set timeout=0\nlinux /boot/vmlinuz console=hvc0\ninitrd /boot/initrd.gz\nboot\n"),
+            }, sizeMiB: 32, ct: ct, fileSystem: "ext4");
+            var free = hv.Frames.FreeFrames;
+            var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = "pvgrub-linux", MemoryMiB = 256, AutoTranslated = false }, EndToEnd.PvGrubEndToEndTests.ReadGrub());
+            await using (var disk = d.AttachDisk("xvda", BlockDevice.OpenFile(image, writable: false)))
+            {
+                var seen = new StringBuilder();
+                var console = CollectAsync(d.Console.Output, seen, ct);
+                PvKernelStart.Start(d, boot);
+
+                var exit = await d.WaitForShutdownAsync(ct).WaitAsync(TimeSpan.FromMinutes(8), ct);
+                d.Destroy();
+                var text = await console.WaitAsync(Bound, ct);
+                exit.State.Should().Be(DomainState.Shutdown, $"Linux's poweroff -f after GRUB's boot; it ended {exit} with console:\n{text}");
+                text.Should().Contain("Welcome to GRUB!").And.Contain("Run /init as init process").And.Contain(marker);
+                d.Meter.BlockBytesRead.Should().BeGreaterThan(kernel.Length, "GRUB read the kernel from the disk through blkback");
+            }
+
+            hv.Frames.FreeFrames.Should().Be(free, "every frame of the domain returns at destroy");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [GeneratedRegex(@"^child \d+\r?$", RegexOptions.Multiline)]

@@ -16,7 +16,7 @@ internal static class Ext2Image
     /// Writes an image of <paramref name="sizeMiB"/> MiB at <paramref name="imagePath"/> whose root
     /// holds <paramref name="files"/> (relative paths with '/', folders made as needed).
     /// </summary>
-    public static async Task CreateAsync(string imagePath, IReadOnlyDictionary<string, byte[]> files, int sizeMiB = 8, string label = "paravirt", CancellationToken ct = default)
+    public static async Task CreateAsync(string imagePath, IReadOnlyDictionary<string, byte[]> files, int sizeMiB = 8, string label = "paravirt", CancellationToken ct = default, string fileSystem = "ext2")
     {
         var mke2fs = Find("mke2fs");
         var root = Directory.CreateTempSubdirectory("pv-ext2-").FullName;
@@ -35,7 +35,7 @@ internal static class Ext2Image
             }
 
             File.Delete(imagePath);
-            await RunAsync(mke2fs, ["-q", "-F", "-t", "ext2", "-m", "0", "-L", label, "-d", root, imagePath, $"{sizeMiB}M"], ct);
+            await RunAsync(mke2fs, ["-q", "-F", "-t", fileSystem, "-m", "0", "-L", label, "-d", root, imagePath, $"{sizeMiB}M"], ct);
         }
         finally
         {
