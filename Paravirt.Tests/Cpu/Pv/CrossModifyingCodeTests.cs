@@ -39,7 +39,6 @@ public sealed class CrossModifyingCodeTests : IDisposable
         {
             var poll = a.CreateLabel();
             var resume = a.CreateLabel();
-            var spin = a.CreateLabel();
             a.mov(rbx, funcVa);
             a.call(rbx);
             a.mov(__qword_ptr[before], rax);
@@ -61,25 +60,16 @@ public sealed class CrossModifyingCodeTests : IDisposable
             a.Label(ref resume);
             a.call(rbx);
             a.mov(__qword_ptr[after], rax);
-            a.mov(__qword_ptr[ready], 1);
-            a.Label(ref spin);
-            a.pause();
-            a.jmp(spin);
+            PvTestDomain.SignalAndSpin(a, ready);
         });
 
         d.LoadCode(code0, a =>
         {
-            var wait = a.CreateLabel();
-            var done = a.CreateLabel();
             PvTestDomain.BringUpVcpu1(a, ctx << 12);
-            a.Label(ref wait);
-            a.cmp(__qword_ptr[started], 1);
-            a.jne(wait);
+            PvTestDomain.WaitFor(a, started);
             a.mov(__dword_ptr[funcVa + 1], 0x2222); // the immediate of mov eax, imm32
             a.mov(__qword_ptr[patched], 1);
-            a.Label(ref done);
-            a.cmp(__qword_ptr[ready], 1);
-            a.jne(done);
+            PvTestDomain.WaitFor(a, ready);
             d.PowerOff(a, dataVa + 0x100);
         });
 

@@ -186,6 +186,25 @@ internal sealed class PvTestDomain
         a.syscall();
     }
 
+    /// <summary>Spins until the qword at <paramref name="flag"/> is 1 (another vCPU sets it).</summary>
+    public static void WaitFor(Assembler a, ulong flag)
+    {
+        var wait = a.CreateLabel();
+        a.Label(ref wait);
+        a.cmp(AssemblerRegisters.__qword_ptr[flag], 1);
+        a.jne(wait);
+    }
+
+    /// <summary>Sets the qword at <paramref name="flag"/> to 1 and spins with pause for good (a secondary vCPU's end).</summary>
+    public static void SignalAndSpin(Assembler a, ulong flag)
+    {
+        var spin = a.CreateLabel();
+        a.mov(AssemblerRegisters.__qword_ptr[flag], 1);
+        a.Label(ref spin);
+        a.pause();
+        a.jmp(spin);
+    }
+
     /// <summary>sched_op(SCHEDOP_shutdown, poweroff) with the argument written at <paramref name="at"/>.</summary>
     public void PowerOff(Assembler a, ulong at)
     {

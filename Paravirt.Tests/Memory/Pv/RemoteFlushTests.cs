@@ -36,7 +36,6 @@ public sealed class RemoteFlushTests : IDisposable
         d.LoadCode(code1, a =>
         {
             var poll = a.CreateLabel();
-            var spin = a.CreateLabel();
             a.mov(rax, __qword_ptr[windowVa]);
             a.mov(__qword_ptr[started], 1);
             a.Label(ref poll);
@@ -45,22 +44,15 @@ public sealed class RemoteFlushTests : IDisposable
             a.jne(poll);
             a.mov(rbx, __qword_ptr[windowVa]);
             a.mov(__qword_ptr[result], rbx);
-            a.mov(__qword_ptr[ready], 1);
-            a.Label(ref spin);
-            a.pause();
-            a.jmp(spin);
+            PvTestDomain.SignalAndSpin(a, ready);
         });
 
         // vCPU 0: bring vCPU 1 up, wait until it reads through the window, remap the window to B for
         // vCPU 1's TLB (a pointer to the mask in the flags), say so, and wait for vCPU 1's read.
         d.LoadCode(code0, a =>
         {
-            var wait = a.CreateLabel();
-            var done = a.CreateLabel();
             PvTestDomain.BringUpVcpu1(a, ctx << 12);
-            a.Label(ref wait);
-            a.cmp(__qword_ptr[started], 1);
-            a.jne(wait);
+            PvTestDomain.WaitFor(a, started);
             a.mov(rdi, windowVa);
             a.mov(rsi, d.Entry(pageB, P | RW));
             a.mov(rdx, mask | Xen.UVMF_INVLPG);
@@ -68,9 +60,7 @@ public sealed class RemoteFlushTests : IDisposable
             a.syscall();
             a.mov(__qword_ptr[rc], rax);
             a.mov(__qword_ptr[remapped], 1);
-            a.Label(ref done);
-            a.cmp(__qword_ptr[ready], 1);
-            a.jne(done);
+            PvTestDomain.WaitFor(a, ready);
             d.PowerOff(a, dataVa + 0x100);
         });
 
