@@ -18,6 +18,14 @@ internal sealed class DecodedBlock
 
     /// <summary>The fast-path form of each instruction (<see cref="FastKind.None"/> where there is none).</summary>
     public FastOp[] Fast = [];
+
+    // The blocks that followed this one last (see X86Interpreter.FetchChained), valid while the
+    // interpreter's link generation is the one recorded.
+    public DecodedBlock? Link0;
+    public DecodedBlock? Link1;
+    public ulong LinkRip0;
+    public ulong LinkRip1;
+    public long LinkGeneration = -1;
 }
 
 /// <summary>
@@ -53,6 +61,15 @@ internal sealed class CodeCache
     /// <summary>Blocks decoded since creation.</summary>
     public long Decodes { get; private set; }
 
+    /// <summary>
+    /// Whether blocks get their fast-path forms (the default). Off, every instruction runs through
+    /// the general handlers: how tests check the two paths agree.
+    /// </summary>
+    public bool FastPath { get; set; } = true;
+
+    /// <summary>How many times decoded code was dropped (a page's blocks, or all): links between blocks made before are stale.</summary>
+    public long Invalidations { get; private set; }
+
     private static int Slot(ulong pa) => (int)((pa ^ (pa >> 12)) & (Slots - 1));
 
     public DecodedBlock? Find(ulong pa, ulong rip)
@@ -73,6 +90,7 @@ internal sealed class CodeCache
             return false;
         }
 
+        Invalidations++;
         if (pfn < (ulong)_codePages.Length * 64)
         {
             _codePages[pfn >> 6] &= ~(1UL << (int)(pfn & 63));
@@ -96,6 +114,7 @@ internal sealed class CodeCache
 
     public void Clear()
     {
+        Invalidations++;
         Array.Clear(_slots);
         Array.Clear(_codePages);
         _farCodePages.Clear();
@@ -156,7 +175,7 @@ internal sealed class CodeCache
         block.Fast = new FastOp[block.Count];
         for (var i = 0; i < block.Count; i++)
         {
-            block.Fast[i] = FastOp.Classify(in block.Instructions[i]);
+            block.Fast[i] = FastPath ? FastOp.Classify(in block.Instructions[i]) : FastOp.General(in block.Instructions[i]);
         }
 
         MarkCode(block.Pa >> 12);

@@ -105,9 +105,13 @@ internal sealed class Mmu
         return Walk(la, access, out pa, out errorCode);
     }
 
+    /// <summary>How many flushes (of any kind) there were: what was translated before may no longer hold.</summary>
+    public long Flushes { get; private set; }
+
     /// <summary>A write to CR3: every entry but global ones goes.</summary>
     public void FlushNonGlobal()
     {
+        Flushes++;
         for (var i = 0; i < _tlb.Length; i++)
         {
             if (!_tlb[i].Global)
@@ -118,11 +122,16 @@ internal sealed class Mmu
     }
 
     /// <summary>A change of paging mode or permissions (CR0, CR4, EFER): everything goes.</summary>
-    public void FlushAll() => Array.Clear(_tlb);
+    public void FlushAll()
+    {
+        Flushes++;
+        Array.Clear(_tlb);
+    }
 
     /// <summary><c>invlpg</c>: every entry whose mapping covers <paramref name="la"/>, global or not.</summary>
     public void Invalidate(ulong la)
     {
+        Flushes++;
         for (var i = 0; i < _tlb.Length; i++)
         {
             ref var e = ref _tlb[i];

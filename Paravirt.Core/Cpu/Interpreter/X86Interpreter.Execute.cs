@@ -592,35 +592,39 @@ public sealed partial class X86Interpreter
     {
         var r = ins.Op0Register;
         var size = RegSize(r);
-        long a, b;
-        if (ins.OpCount == 2)
-        {
-            a = (long)SignExtend(Reg(r), size);
-            b = (long)SignExtend(Read(in ins, 1, size), size);
-        }
-        else
-        {
-            a = (long)SignExtend(Read(in ins, 1, size), size);
-            b = (long)SignExtend(ins.GetImmediate(2), size);
-        }
+        var result = ins.OpCount == 2
+            ? MultiplyTruncating(Reg(r), Read(in ins, 1, size), size)
+            : MultiplyTruncating(Read(in ins, 1, size), ins.GetImmediate(2), size);
+        SetReg(r, result);
+    }
 
+    /// <summary>
+    /// The two and three-operand IMUL: the signed product of <paramref name="a"/> and
+    /// <paramref name="b"/> (both taken as <paramref name="size"/>-byte values) truncated to
+    /// <paramref name="size"/> bytes; CF = OF = 1 when the truncation lost significant bits.
+    /// SF, ZF, AF and PF are undefined (kept).
+    /// </summary>
+    private ulong MultiplyTruncating(ulong a, ulong b, int size)
+    {
+        var x = (long)SignExtend(a, size);
+        var y = (long)SignExtend(b, size);
         bool overflow;
         ulong result;
         if (size == 8)
         {
-            var high = Math.BigMul(a, b, out var low);
+            var high = Math.BigMul(x, y, out var low);
             result = (ulong)low;
             overflow = high != (low >> 63);
         }
         else
         {
-            var full = a * b;
+            var full = x * y;
             result = (ulong)full & Mask(size);
             overflow = (long)SignExtend(result, size) != full;
         }
 
-        SetReg(r, result);
         _cpu.Rflags = (_cpu.Rflags & ~(CF | OF)) | (overflow ? CF | OF : 0);
+        return result;
     }
 
     /// <summary>DIV/IDIV: #DE on a zero divisor or a quotient that does not fit. Flags are undefined (kept).</summary>

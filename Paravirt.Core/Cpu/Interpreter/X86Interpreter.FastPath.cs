@@ -4,89 +4,173 @@ using static Paravirt.Core.Cpu.Interpreter.FlagBits;
 
 namespace Paravirt.Core.Cpu.Interpreter;
 
-/// <summary>The shapes the fast path handles without going through Iced's operand accessors.</summary>
+/// <summary>
+/// The shapes the fast path handles without going through Iced's operand accessors, one value per
+/// shape so the run loop dispatches with a single jump table. The ALU kinds keep their encoding
+/// order (ADD OR ADC SBB AND SUB XOR CMP) then TEST.
+/// </summary>
 internal enum FastKind : byte
 {
     None,
-    AluRegReg,
-    AluRegImm,
+
+    // reg op= reg/imm (Src = NoRegister: the source is Imm)
+    Add,
+    Or,
+    Adc,
+    Sbb,
+    And,
+    Sub,
+    Xor,
+    Cmp,
+    Test,
     Inc,
     Dec,
-    MovRegReg,
-    MovRegImm,
+    Neg,
+    Not,
+    Mov,
     Jcc,
     Jmp,
     Load,
     Store,
+    StoreImm,
+
+    /// <summary>movzx/movsx/movsxd from a register (SrcSize bytes, Signed).</summary>
+    Extend,
+
+    /// <summary>movzx/movsx/movsxd from memory.</summary>
+    LoadExtend,
+    Lea,
+
+    /// <summary>shl/shr/sar/rol/ror by an immediate count (Mn names which).</summary>
+    ShiftImm,
+
+    /// <summary>imul reg, reg.</summary>
+    Imul,
+
+    /// <summary>imul reg, reg, imm.</summary>
+    ImulImm,
+    Push,
+    Pop,
+    Call,
+    Ret,
+    Setcc,
+    Cmov,
+    Nop,
+
+    /// <summary>reg op= [mem] (Mn names the ALU operation).</summary>
+    AluLoad,
+
+    /// <summary>cmp/test [mem], reg/imm: memory read, flags written.</summary>
+    AluMem,
 }
 
 /// <summary>
-/// A pre-digested form of the commonest instructions (32/64-bit register ALU, inc/dec, mov, and
-/// direct jumps), made once when a block is decoded: register numbers, operand size and immediate
-/// already extracted. Everything else runs through the general handlers on Iced's <see cref="Instruction"/>.
+/// A pre-digested form of the commonest instructions of compiled code (register and simple memory
+/// ALU, shifts, multiplies, extensions, moves, stack and direct branches), made once when a block
+/// is decoded: register numbers, operand sizes, immediates and the next rip already extracted.
+/// Everything else (and every form these shapes do not cover: AH–BH, 16-bit registers, FS/GS and
+/// 32-bit addressing, lock prefixes) runs through the general handlers on Iced's <see cref="Instruction"/>.
 /// </summary>
 internal struct FastOp
 {
+    /// <summary>Immediate, memory displacement (absolute for rip-relative) or branch target.</summary>
+    public ulong Imm;
+
+    /// <summary>The rip of the next instruction.</summary>
+    public ulong Next;
     public FastKind Kind;
     public byte Size;
     public byte Dst;
-    public byte Src;
-    public Mnemonic Op;
-    public ConditionCode Condition;
-    public ulong Imm;
 
-    // Memory operand of Load/Store: base and index register numbers (NoRegister if absent), scale, displacement in Imm.
+    /// <summary>Source register, or <see cref="NoRegister"/> when the source is <see cref="Imm"/>.</summary>
+    public byte Src;
+
+    // Memory operand: base and index register numbers (NoRegister if absent) and scale; displacement in Imm.
     public byte Base;
     public byte Index;
     public byte Scale;
+    public byte SrcSize;
+    public bool Signed;
+    public ConditionCode Condition;
+    public Mnemonic Mn;
+
+    /// <summary>An immediate of StoreImm/AluMem/ImulImm, whose Imm holds the displacement or is otherwise taken.</summary>
+    public ulong Imm2;
 
     public const byte NoRegister = 0xFF;
 
     public static FastOp Classify(in Instruction ins)
     {
-        var op = default(FastOp);
-        if (ins.HasLockPrefix || ins.OpCount == 0)
+        var op = new FastOp { Next = ins.NextIP, Src = NoRegister, Base = NoRegister, Index = NoRegister };
+        if (ins.HasLockPrefix || ins.HasRepPrefix || ins.HasRepnePrefix)
         {
             return op;
         }
 
+        op.Kind = ClassifyKind(in ins, ref op);
+        return op;
+    }
+
+    /// <summary>The form that sends the instruction to the general handlers.</summary>
+    public static FastOp General(in Instruction ins) => new() { Next = ins.NextIP, Src = NoRegister, Base = NoRegister, Index = NoRegister };
+
+    private static FastKind ClassifyKind(in Instruction ins, ref FastOp op)
+    {
         var m = ins.Mnemonic;
-        if (ins.Op0Kind == OpKind.NearBranch64)
+        op.Mn = m;
+        switch (m)
         {
-            if (m == Mnemonic.Jmp)
-            {
-                op.Kind = FastKind.Jmp;
-                op.Imm = ins.NearBranch64;
-            }
-            else if (m is Mnemonic.Jo or Mnemonic.Jno or Mnemonic.Jb or Mnemonic.Jae or Mnemonic.Je or Mnemonic.Jne or Mnemonic.Jbe or Mnemonic.Ja
-                or Mnemonic.Js or Mnemonic.Jns or Mnemonic.Jp or Mnemonic.Jnp or Mnemonic.Jl or Mnemonic.Jge or Mnemonic.Jle or Mnemonic.Jg)
-            {
-                op.Kind = FastKind.Jcc;
-                op.Condition = ins.ConditionCode;
-                op.Imm = ins.NearBranch64;
-            }
+            case Mnemonic.Nop:
+                return FastKind.Nop;
+            case Mnemonic.Ret:
+                return ins.OpCount == 0 && ins.Code == Code.Retnq ? FastKind.Ret : FastKind.None;
+            case Mnemonic.Call:
+                if (ins.Op0Kind == OpKind.NearBranch64)
+                {
+                    op.Imm = ins.NearBranch64;
+                    return FastKind.Call;
+                }
 
-            return op;
+                return FastKind.None;
+            case Mnemonic.Jmp:
+                if (ins.Op0Kind == OpKind.NearBranch64)
+                {
+                    op.Imm = ins.NearBranch64;
+                    return FastKind.Jmp;
+                }
+
+                return FastKind.None;
+            case Mnemonic.Jo or Mnemonic.Jno or Mnemonic.Jb or Mnemonic.Jae or Mnemonic.Je or Mnemonic.Jne or Mnemonic.Jbe or Mnemonic.Ja
+                or Mnemonic.Js or Mnemonic.Jns or Mnemonic.Jp or Mnemonic.Jnp or Mnemonic.Jl or Mnemonic.Jge or Mnemonic.Jle or Mnemonic.Jg:
+                if (ins.Op0Kind == OpKind.NearBranch64)
+                {
+                    op.Condition = ins.ConditionCode;
+                    op.Imm = ins.NearBranch64;
+                    return FastKind.Jcc;
+                }
+
+                return FastKind.None;
+            case Mnemonic.Push:
+                return ins.Code == Code.Push_r64 && TryGpr(ins.Op0Register, out op.Src, out _, wide: true) ? FastKind.Push : FastKind.None;
+            case Mnemonic.Pop:
+                return ins.Code == Code.Pop_r64 && TryGpr(ins.Op0Register, out op.Dst, out _, wide: true) ? FastKind.Pop : FastKind.None;
         }
 
-        if (m == Mnemonic.Mov && ins.Op0Kind == OpKind.Memory && ins.Op1Kind == OpKind.Register && TryGpr(ins.Op1Register, out op.Src, out op.Size) && TryAddress(in ins, ref op))
+        if (ins.OpCount == 0)
         {
-            op.Kind = FastKind.Store;
-            return op;
+            return FastKind.None;
         }
 
-        if (ins.Op0Kind != OpKind.Register || !TryGpr(ins.Op0Register, out op.Dst, out op.Size))
+        if (ins.Op0Kind == OpKind.Memory)
         {
-            return op;
+            return ClassifyMemoryDestination(in ins, ref op);
         }
 
-        if (m == Mnemonic.Mov && ins.Op1Kind == OpKind.Memory && TryAddress(in ins, ref op))
+        if (ins.Op0Kind != OpKind.Register || !TryGpr(ins.Op0Register, out op.Dst, out op.Size, wide: false))
         {
-            op.Kind = FastKind.Load;
-            return op;
+            return FastKind.None;
         }
 
-        op.Op = m;
         switch (m)
         {
             case Mnemonic.Add:
@@ -99,30 +183,144 @@ internal struct FastOp
             case Mnemonic.Cmp:
             case Mnemonic.Test:
             case Mnemonic.Mov:
+                {
+                    var kind = m switch
+                    {
+                        Mnemonic.Add => FastKind.Add,
+                        Mnemonic.Or => FastKind.Or,
+                        Mnemonic.Adc => FastKind.Adc,
+                        Mnemonic.Sbb => FastKind.Sbb,
+                        Mnemonic.And => FastKind.And,
+                        Mnemonic.Sub => FastKind.Sub,
+                        Mnemonic.Xor => FastKind.Xor,
+                        Mnemonic.Cmp => FastKind.Cmp,
+                        Mnemonic.Test => FastKind.Test,
+                        _ => FastKind.Mov,
+                    };
+                    if (ins.Op1Kind == OpKind.Register)
+                    {
+                        return TryGpr(ins.Op1Register, out op.Src, out var size, wide: false) && size == op.Size ? kind : FastKind.None;
+                    }
+
+                    if (IsImmediate(ins.Op1Kind))
+                    {
+                        op.Imm = ins.GetImmediate(1) & Mask(op.Size);
+                        return kind;
+                    }
+
+                    if (ins.Op1Kind == OpKind.Memory && TryAddress(in ins, ref op))
+                    {
+                        return kind == FastKind.Mov ? (op.Size >= 4 ? FastKind.Load : FastKind.None) : FastKind.AluLoad;
+                    }
+
+                    return FastKind.None;
+                }
+
+            case Mnemonic.Inc:
+                return FastKind.Inc;
+            case Mnemonic.Dec:
+                return FastKind.Dec;
+            case Mnemonic.Neg:
+                return FastKind.Neg;
+            case Mnemonic.Not:
+                return FastKind.Not;
+            case Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar or Mnemonic.Rol or Mnemonic.Ror:
+                if (ins.OpCount == 1)
+                {
+                    op.Imm = 1; // the D0/D1 forms shift by one
+                    return FastKind.ShiftImm;
+                }
+
+                if (ins.Op1Kind == OpKind.Immediate8)
+                {
+                    op.Imm = ins.Immediate8;
+                    return FastKind.ShiftImm;
+                }
+
+                return FastKind.None;
+            case Mnemonic.Movzx or Mnemonic.Movsx or Mnemonic.Movsxd:
+                if (op.Size < 4)
+                {
+                    return FastKind.None;
+                }
+
+                op.Signed = m != Mnemonic.Movzx;
                 if (ins.Op1Kind == OpKind.Register)
                 {
-                    if (TryGpr(ins.Op1Register, out op.Src, out var size) && size == op.Size)
-                    {
-                        op.Kind = m == Mnemonic.Mov ? FastKind.MovRegReg : FastKind.AluRegReg;
-                    }
-                }
-                else if (ins.Op1Kind is OpKind.Immediate8 or OpKind.Immediate32 or OpKind.Immediate64 or OpKind.Immediate8to32 or OpKind.Immediate8to64 or OpKind.Immediate32to64)
-                {
-                    op.Imm = ins.GetImmediate(1) & (op.Size == 8 ? ulong.MaxValue : 0xFFFF_FFFFUL);
-                    op.Kind = m == Mnemonic.Mov ? FastKind.MovRegImm : FastKind.AluRegImm;
+                    return TryGpr(ins.Op1Register, out op.Src, out op.SrcSize, wide: false) ? FastKind.Extend : FastKind.None;
                 }
 
-                break;
-            case Mnemonic.Inc:
-                op.Kind = FastKind.Inc;
-                break;
-            case Mnemonic.Dec:
-                op.Kind = FastKind.Dec;
-                break;
+                op.SrcSize = (byte)ins.MemorySize.GetSize();
+                return op.SrcSize is 1 or 2 or 4 && TryAddress(in ins, ref op) ? FastKind.LoadExtend : FastKind.None;
+            case Mnemonic.Lea:
+                return op.Size >= 4 && TryAddress(in ins, ref op) ? FastKind.Lea : FastKind.None;
+            case Mnemonic.Imul when ins.OpCount >= 2 && op.Size >= 4 && ins.Op1Kind == OpKind.Register:
+                if (!TryGpr(ins.Op1Register, out op.Src, out var factorSize, wide: false) || factorSize != op.Size)
+                {
+                    return FastKind.None;
+                }
+
+                if (ins.OpCount == 2)
+                {
+                    return FastKind.Imul;
+                }
+
+                op.Imm2 = ins.GetImmediate(2);
+                return FastKind.ImulImm;
+            case Mnemonic.Seto or Mnemonic.Setno or Mnemonic.Setb or Mnemonic.Setae or Mnemonic.Sete or Mnemonic.Setne or Mnemonic.Setbe or Mnemonic.Seta
+                or Mnemonic.Sets or Mnemonic.Setns or Mnemonic.Setp or Mnemonic.Setnp or Mnemonic.Setl or Mnemonic.Setge or Mnemonic.Setle or Mnemonic.Setg:
+                op.Condition = ins.ConditionCode;
+                return FastKind.Setcc;
+            case Mnemonic.Cmovo or Mnemonic.Cmovno or Mnemonic.Cmovb or Mnemonic.Cmovae or Mnemonic.Cmove or Mnemonic.Cmovne or Mnemonic.Cmovbe or Mnemonic.Cmova
+                or Mnemonic.Cmovs or Mnemonic.Cmovns or Mnemonic.Cmovp or Mnemonic.Cmovnp or Mnemonic.Cmovl or Mnemonic.Cmovge or Mnemonic.Cmovle or Mnemonic.Cmovg:
+                op.Condition = ins.ConditionCode;
+                return op.Size >= 4 && ins.Op1Kind == OpKind.Register && TryGpr(ins.Op1Register, out op.Src, out var s, wide: false) && s == op.Size
+                    ? FastKind.Cmov
+                    : FastKind.None;
+            default:
+                return FastKind.None;
+        }
+    }
+
+    /// <summary>mov [mem], reg/imm and cmp/test [mem], reg/imm.</summary>
+    private static FastKind ClassifyMemoryDestination(in Instruction ins, ref FastOp op)
+    {
+        var m = ins.Mnemonic;
+        if (ins.OpCount != 2 || m is not (Mnemonic.Mov or Mnemonic.Cmp or Mnemonic.Test) || !TryAddress(in ins, ref op))
+        {
+            return FastKind.None;
         }
 
-        return op;
+        if (ins.Op1Kind == OpKind.Register)
+        {
+            if (!TryGpr(ins.Op1Register, out op.Src, out op.Size, wide: false))
+            {
+                return FastKind.None;
+            }
+
+            return m == Mnemonic.Mov ? FastKind.Store : FastKind.AluMem;
+        }
+
+        if (!IsImmediate(ins.Op1Kind))
+        {
+            return FastKind.None;
+        }
+
+        op.Size = (byte)ins.MemorySize.GetSize();
+        if (op.Size is not (1 or 2 or 4 or 8))
+        {
+            return FastKind.None;
+        }
+
+        op.Imm2 = ins.GetImmediate(1) & Mask(op.Size);
+        return m == Mnemonic.Mov ? FastKind.StoreImm : FastKind.AluMem;
     }
+
+    private static bool IsImmediate(OpKind kind) =>
+        kind is OpKind.Immediate8 or OpKind.Immediate16 or OpKind.Immediate32 or OpKind.Immediate64 or OpKind.Immediate8to16
+            or OpKind.Immediate8to32 or OpKind.Immediate8to64 or OpKind.Immediate32to64;
+
+    private static ulong Mask(int size) => size == 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
 
     /// <summary>A 64-bit address from general registers (or rip-relative, already absolute) in the flat segments: not FS/GS.</summary>
     private static bool TryAddress(in Instruction ins, ref FastOp op)
@@ -165,7 +363,12 @@ internal struct FastOp
         return true;
     }
 
-    private static bool TryGpr(Register r, out byte index, out byte size)
+    /// <summary>
+    /// A general register the fast path can name by number: a 64 or 32-bit one, or (unless
+    /// <paramref name="wide"/>) a low-byte one (AL–BL, SPL–DIL, R8L–R15L). AH–BH and 16-bit
+    /// registers are left to the general handlers.
+    /// </summary>
+    private static bool TryGpr(Register r, out byte index, out byte size, bool wide)
     {
         if (r is >= Register.RAX and <= Register.R15)
         {
@@ -173,9 +376,27 @@ internal struct FastOp
             return true;
         }
 
+        if (wide)
+        {
+            (index, size) = (0, 0);
+            return false;
+        }
+
         if (r is >= Register.EAX and <= Register.R15D)
         {
             (index, size) = ((byte)(r - Register.EAX), 4);
+            return true;
+        }
+
+        if (r is >= Register.AL and <= Register.BL)
+        {
+            (index, size) = ((byte)(r - Register.AL), 1);
+            return true;
+        }
+
+        if (r is >= Register.SPL and <= Register.R15L)
+        {
+            (index, size) = ((byte)(r - Register.SPL + 4), 1);
             return true;
         }
 
@@ -186,42 +407,91 @@ internal struct FastOp
 
 public sealed partial class X86Interpreter
 {
+    /// <summary>Writes an operation's result (already masked to <paramref name="size"/>) to a register: 32-bit writes zero-extend, 8 and 16-bit ones merge.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WriteSized(ref ulong register, ulong value, int size) =>
+        register = size >= 4 ? value : (register & ~Mask(size)) | value;
+
+[MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ExecuteFast(ref readonly FastOp f)
     {
-        ref var gpr = ref _cpu.Gpr;
+        // Register numbers in a FastOp are below 16 by construction (Classify), so the registers
+        // are reached without a bounds check or a span over the inline array.
+        ref var gpr0 = ref Unsafe.As<GeneralRegisters, ulong>(ref _cpu.Gpr);
         switch (f.Kind)
         {
-            case FastKind.AluRegReg:
-            case FastKind.AluRegImm:
+            case FastKind.Add:
                 {
-                    ref var d = ref gpr[f.Dst];
-                    var b = f.Kind == FastKind.AluRegReg ? gpr[f.Src] : f.Imm;
-                    var r = Alu(f.Op, d, b, f.Size);
-                    if (f.Op is not (Mnemonic.Cmp or Mnemonic.Test))
-                    {
-                        d = r; // Alu returns the result masked to the size: a 32-bit write zero-extends
-                    }
-
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, AddWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), 0, f.Size), f.Size);
                     break;
                 }
 
+            case FastKind.Or:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, LogicFlags(d | (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.Adc:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, AddWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), _cpu.Rflags & CF, f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.Sbb:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, SubWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), _cpu.Rflags & CF, f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.And:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, LogicFlags(d & (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.Sub:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, SubWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), 0, f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.Xor:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, LogicFlags(d ^ (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.Cmp:
+                SubWithFlags(Unsafe.Add(ref gpr0, f.Dst), f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), 0, f.Size);
+                break;
+            case FastKind.Test:
+                LogicFlags(Unsafe.Add(ref gpr0, f.Dst) & (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size);
+                break;
             case FastKind.Inc:
             case FastKind.Dec:
                 {
-                    ref var d = ref gpr[f.Dst];
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
                     var cf = _cpu.Rflags & CF;
-                    d = f.Kind == FastKind.Inc ? AddWithFlags(d, 1, 0, f.Size) : SubWithFlags(d, 1, 0, f.Size);
+                    WriteSized(ref d, f.Kind == FastKind.Inc ? AddWithFlags(d, 1, 0, f.Size) : SubWithFlags(d, 1, 0, f.Size), f.Size);
                     _cpu.Rflags = (_cpu.Rflags & ~CF) | cf;
                     break;
                 }
 
-            case FastKind.MovRegReg:
-                gpr[f.Dst] = f.Size == 8 ? gpr[f.Src] : (uint)gpr[f.Src];
-                break;
-            case FastKind.MovRegImm:
-                gpr[f.Dst] = f.Imm;
-                break;
+            case FastKind.Mov:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)) & Mask(f.Size), f.Size);
+                    break;
+                }
+
             case FastKind.Jcc:
                 if (Condition(f.Condition))
                 {
@@ -229,18 +499,131 @@ public sealed partial class X86Interpreter
                 }
 
                 break;
+            case FastKind.Jmp:
+                _cpu.Rip = f.Imm;
+                break;
             case FastKind.Load:
+                Unsafe.Add(ref gpr0, f.Dst) = Load(FastAddress(in f), f.Size);
+                break;
+            case FastKind.Store:
+                Store(FastAddress(in f), f.Size, Unsafe.Add(ref gpr0, f.Src));
+                break;
+            case FastKind.Nop:
+                break;
+            default:
+                ExecuteFastOther(in f);
+                break;
+        }
+    }
+
+    /// <summary>The fast path's less frequent shapes: out of line, so the common ones inline into the run loop.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ExecuteFastOther(ref readonly FastOp f)
+    {
+        ref var gpr0 = ref Unsafe.As<GeneralRegisters, ulong>(ref _cpu.Gpr);
+        switch (f.Kind)
+        {
+            case FastKind.Neg:
                 {
-                    var value = Load(FastAddress(in f), f.Size);
-                    gpr[f.Dst] = value;
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, SubWithFlags(0, d, 0, f.Size), f.Size);
                     break;
                 }
 
-            case FastKind.Store:
-                Store(FastAddress(in f), f.Size, gpr[f.Src]);
+            case FastKind.Not:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, ~d & Mask(f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.StoreImm:
+                Store(FastAddress(in f), f.Size, f.Imm2);
+                break;
+            case FastKind.Extend:
+                {
+                    var v = Unsafe.Add(ref gpr0, f.Src) & Mask(f.SrcSize);
+                    Unsafe.Add(ref gpr0, f.Dst) = (f.Signed ? SignExtend(v, f.SrcSize) : v) & Mask(f.Size);
+                    break;
+                }
+
+            case FastKind.LoadExtend:
+                {
+                    var v = Load(FastAddress(in f), f.SrcSize);
+                    Unsafe.Add(ref gpr0, f.Dst) = (f.Signed ? SignExtend(v, f.SrcSize) : v) & Mask(f.Size);
+                    break;
+                }
+
+            case FastKind.Lea:
+                Unsafe.Add(ref gpr0, f.Dst) = FastAddress(in f) & Mask(f.Size);
+                break;
+            case FastKind.ShiftImm:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, Shift(f.Mn, d, f.Imm, f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.Imul:
+                Unsafe.Add(ref gpr0, f.Dst) = MultiplyTruncating(Unsafe.Add(ref gpr0, f.Dst), Unsafe.Add(ref gpr0, f.Src), f.Size);
+                break;
+            case FastKind.ImulImm:
+                Unsafe.Add(ref gpr0, f.Dst) = MultiplyTruncating(Unsafe.Add(ref gpr0, f.Src), f.Imm2, f.Size);
+                break;
+            case FastKind.Push:
+                Push(Unsafe.Add(ref gpr0, f.Src), 8);
+                break;
+            case FastKind.Pop:
+                {
+                    var value = Pop(8);
+                    Unsafe.Add(ref gpr0, f.Dst) = value; // pop rsp: the loaded value wins over the increment
+                    break;
+                }
+
+            case FastKind.Call:
+                Push(f.Next, 8);
+                _cpu.Rip = f.Imm;
+                break;
+            case FastKind.Ret:
+                {
+                    ref var rsp = ref Unsafe.Add(ref gpr0, Gpr.Rsp);
+                    var target = Load(rsp, 8);
+                    rsp += 8;
+                    _cpu.Rip = target;
+                    break;
+                }
+
+            case FastKind.Setcc:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    d = (d & ~0xFFUL) | (Condition(f.Condition) ? 1UL : 0UL);
+                    break;
+                }
+
+            case FastKind.Cmov:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    d = (Condition(f.Condition) ? Unsafe.Add(ref gpr0, f.Src) : d) & Mask(f.Size);
+                    break;
+                }
+
+            case FastKind.AluLoad:
+                {
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    var r = Alu(f.Mn, d, Load(FastAddress(in f), f.Size), f.Size);
+                    if (f.Mn is not (Mnemonic.Cmp or Mnemonic.Test))
+                    {
+                        WriteSized(ref d, r, f.Size);
+                    }
+
+                    break;
+                }
+
+            case FastKind.AluMem:
+                Alu(f.Mn, Load(FastAddress(in f), f.Size), f.Src == FastOp.NoRegister ? f.Imm2 : Unsafe.Add(ref gpr0, f.Src), f.Size);
                 break;
             default:
-                _cpu.Rip = f.Imm;
+                Unreachable();
                 break;
         }
     }
@@ -248,15 +631,16 @@ public sealed partial class X86Interpreter
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong FastAddress(ref readonly FastOp f)
     {
+        ref var gpr0 = ref Unsafe.As<GeneralRegisters, ulong>(ref _cpu.Gpr);
         var ea = f.Imm;
         if (f.Base != FastOp.NoRegister)
         {
-            ea += _cpu.Gpr[f.Base];
+            ea += Unsafe.Add(ref gpr0, f.Base);
         }
 
         if (f.Index != FastOp.NoRegister)
         {
-            ea += _cpu.Gpr[f.Index] * f.Scale;
+            ea += Unsafe.Add(ref gpr0, f.Index) * f.Scale;
         }
 
         return ea;

@@ -63,6 +63,20 @@ public sealed partial class X86Interpreter
     /// <summary>Blocks decoded so far (a measure of the decode cache's hit rate).</summary>
     public long BlocksDecoded => _code.Decodes;
 
+    /// <summary>
+    /// Whether the commonest instruction shapes run through the pre-digested fast path (the
+    /// default); off, every instruction takes the general handlers. Changing it drops decoded code.
+    /// </summary>
+    internal bool FastPath
+    {
+        get => _code.FastPath;
+        set
+        {
+            _code.FastPath = value;
+            _code.Clear();
+        }
+    }
+
     /// <summary>Page walks so far (a measure of the TLB's hit rate).</summary>
     public long PageWalks => _mmu.Walks;
 
@@ -98,35 +112,38 @@ public sealed partial class X86Interpreter
     public CpuExit Run(long maxInstructions)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxInstructions);
+        NoteModeChange();
         long done = 0;
-        ulong currentIp = _cpu.Rip;
+        DecodedBlock? block = null;
+        DecodedBlock? previous = null;
+        var index = 0;
         try
         {
             while (done < maxInstructions)
             {
-                currentIp = _cpu.Rip;
-                var block = Fetch(currentIp);
+                block = null; // a fault while fetching belongs to the fetched rip
+                block = previous is null ? Fetch(_cpu.Rip) : FetchChained(previous, _cpu.Rip);
+                previous = null;
                 var instructions = block.Instructions;
                 var fast = block.Fast;
-                for (var i = 0; i < instructions.Length && i < fast.Length; i++)
+                var count = (int)Math.Min(fast.Length, maxInstructions - done);
+                for (index = 0; index < count; index++)
                 {
-                    ref readonly var ins = ref instructions[i];
-                    currentIp = ins.IP;
-                    var next = ins.NextIP;
+                    ref readonly var f = ref fast[index];
+                    var next = f.Next;
                     _cpu.Rip = next;
-                    ref readonly var f = ref fast[i];
                     if (f.Kind != FastKind.None)
                     {
                         ExecuteFast(in f);
                     }
                     else
                     {
-                        Execute(in ins);
+                        Execute(in instructions[index]);
                     }
 
-                    done++;
                     if (_endBlock)
                     {
+                        done += index + 1;
                         _endBlock = false;
                         if (_pendingExit != ExitReason.SliceDone)
                         {
@@ -135,14 +152,19 @@ public sealed partial class X86Interpreter
                             return new CpuExit(reason, done);
                         }
 
-                        break;
+                        goto NextBlock;
                     }
 
-                    if (_cpu.Rip != next || done >= maxInstructions)
+                    if (_cpu.Rip != next)
                     {
+                        index++;
                         break;
                     }
                 }
+
+                done += index;
+                previous = block;
+            NextBlock:;
             }
 
             return new CpuExit(ExitReason.SliceDone, done);
@@ -151,13 +173,18 @@ public sealed partial class X86Interpreter
         {
             _endBlock = false;
             _pendingExit = ExitReason.SliceDone;
+            if (block is not null)
+            {
+                done += index;
+            }
+
             if (e.IsTrap)
             {
                 done++;
             }
-            else
+            else if (block is not null)
             {
-                _cpu.Rip = currentIp;
+                _cpu.Rip = block.Instructions[index].IP;
             }
 
             return e.IsBusError
@@ -170,10 +197,73 @@ public sealed partial class X86Interpreter
             // gap is logged, the host goes on. (Hostile-code tests run random bytes to find these.)
             _endBlock = false;
             _pendingExit = ExitReason.SliceDone;
-            _cpu.Rip = currentIp;
-            _platform.LogUnimplemented($"interpreter error at 0x{currentIp:x}: {e.GetType().Name}: {e.Message}");
+            if (block is not null)
+            {
+                done += index;
+                _cpu.Rip = block.Instructions[index].IP;
+            }
+
+            _platform.LogUnimplemented($"interpreter error at 0x{_cpu.Rip:x}: {e.GetType().Name}: {e.Message}");
             return new CpuExit(ExitReason.Exception, done, Vectors.UD);
         }
+    }
+
+    // What the links between blocks were made under: they stay valid while no translation was
+    // flushed, no decoded code dropped and no paging register or privilege level changed.
+    private long _modeChanges;
+    private (ulong Cr0, ulong Cr3, ulong Cr4, ulong Efer, int Cpl) _mode;
+
+    private long LinkGeneration => _mmu.Flushes + _code.Invalidations + _modeChanges;
+
+    /// <summary>The machine may have changed paging registers or the privilege level between runs: links made before do not count.</summary>
+    private void NoteModeChange()
+    {
+        var mode = (_cpu.Cr0, _cpu.Cr3, _cpu.Cr4, _cpu.Efer, _cpu.Cpl);
+        if (mode != _mode)
+        {
+            _mode = mode;
+            _modeChanges++;
+        }
+    }
+
+    /// <summary>
+    /// The block at <paramref name="rip"/> after <paramref name="previous"/> ran to its end: taken
+    /// from previous's links (its last two successors) when nothing they depend on changed since
+    /// they were made, else fetched and linked. A hot loop then goes from block to block without
+    /// a TLB lookup or a code-cache probe.
+    /// </summary>
+    private DecodedBlock FetchChained(DecodedBlock previous, ulong rip)
+    {
+        var generation = LinkGeneration;
+        if (previous.LinkGeneration == generation)
+        {
+            if (previous.LinkRip0 == rip && previous.Link0 is { } first)
+            {
+                return first;
+            }
+
+            if (previous.LinkRip1 == rip && previous.Link1 is { } second)
+            {
+                return second;
+            }
+        }
+        else
+        {
+            previous.Link0 = previous.Link1 = null;
+            previous.LinkGeneration = generation;
+        }
+
+        var block = Fetch(rip);
+        if (previous.LinkGeneration == LinkGeneration)
+        {
+            // The older link makes way: a block has at most two successors that matter (taken, not taken).
+            previous.Link1 = previous.Link0;
+            previous.LinkRip1 = previous.LinkRip0;
+            previous.Link0 = block;
+            previous.LinkRip0 = rip;
+        }
+
+        return block;
     }
 
     private DecodedBlock Fetch(ulong rip)
