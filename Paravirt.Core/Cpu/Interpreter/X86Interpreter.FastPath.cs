@@ -412,7 +412,7 @@ public sealed partial class X86Interpreter
     private static void WriteSized(ref ulong register, ulong value, int size) =>
         register = size >= 4 ? value : (register & ~Mask(size)) | value;
 
-[MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ExecuteFast(ref readonly FastOp f)
     {
         // Register numbers in a FastOp are below 16 by construction (Classify), so the registers
