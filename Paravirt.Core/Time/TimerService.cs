@@ -68,7 +68,9 @@ internal sealed class TimerService : IDisposable
 
                 if (_queue.TryPeek(out _, out var next))
                 {
-                    wait = TimeSpan.FromTicks((long)Math.Min((next - now) / 100 + 1, (ulong)TimeSpan.FromSeconds(1).Ticks));
+                    // Waits are whole milliseconds (the wait handle's unit), rounded up: a shorter
+                    // one would round down to zero and spin a host core until the deadline.
+                    wait = TimeSpan.FromMilliseconds(Math.Min((next - now + 999_999) / 1_000_000, 1000));
                 }
             }
 

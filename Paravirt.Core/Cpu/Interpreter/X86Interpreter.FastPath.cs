@@ -423,65 +423,67 @@ public sealed partial class X86Interpreter
             case FastKind.Add:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    WriteSized(ref d, AddWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), 0, f.Size), f.Size);
+                    WriteSized(ref d, LazyAdd(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), f.Size), f.Size);
                     break;
                 }
 
             case FastKind.Or:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    WriteSized(ref d, LogicFlags(d | (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
+                    WriteSized(ref d, LazyLogic(d | (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
                     break;
                 }
 
             case FastKind.Adc:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    WriteSized(ref d, AddWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), _cpu.Rflags & CF, f.Size), f.Size);
+                    var cf = CurrentCf();
+                    _lazy = LazyFlags.None;
+                    WriteSized(ref d, AddWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), cf, f.Size), f.Size);
                     break;
                 }
 
             case FastKind.Sbb:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    WriteSized(ref d, SubWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), _cpu.Rflags & CF, f.Size), f.Size);
+                    var cf = CurrentCf();
+                    _lazy = LazyFlags.None;
+                    WriteSized(ref d, SubWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), cf, f.Size), f.Size);
                     break;
                 }
 
             case FastKind.And:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    WriteSized(ref d, LogicFlags(d & (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
+                    WriteSized(ref d, LazyLogic(d & (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
                     break;
                 }
 
             case FastKind.Sub:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    WriteSized(ref d, SubWithFlags(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), 0, f.Size), f.Size);
+                    WriteSized(ref d, LazySub(d, f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), f.Size), f.Size);
                     break;
                 }
 
             case FastKind.Xor:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    WriteSized(ref d, LogicFlags(d ^ (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
+                    WriteSized(ref d, LazyLogic(d ^ (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size), f.Size);
                     break;
                 }
 
             case FastKind.Cmp:
-                SubWithFlags(Unsafe.Add(ref gpr0, f.Dst), f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), 0, f.Size);
+                LazySub(Unsafe.Add(ref gpr0, f.Dst), f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src), f.Size);
                 break;
             case FastKind.Test:
-                LogicFlags(Unsafe.Add(ref gpr0, f.Dst) & (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size);
+                LazyLogic(Unsafe.Add(ref gpr0, f.Dst) & (f.Src == FastOp.NoRegister ? f.Imm : Unsafe.Add(ref gpr0, f.Src)), f.Size);
                 break;
             case FastKind.Inc:
             case FastKind.Dec:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    var cf = _cpu.Rflags & CF;
-                    WriteSized(ref d, f.Kind == FastKind.Inc ? AddWithFlags(d, 1, 0, f.Size) : SubWithFlags(d, 1, 0, f.Size), f.Size);
-                    _cpu.Rflags = (_cpu.Rflags & ~CF) | cf;
+                    WriteSized(ref d, LazyIncDec(d, f.Kind == FastKind.Inc, f.Size), f.Size);
                     break;
                 }
 
@@ -493,7 +495,7 @@ public sealed partial class X86Interpreter
                 }
 
             case FastKind.Jcc:
-                if (Condition(f.Condition))
+                if (LazyCondition(f.Condition))
                 {
                     _cpu.Rip = f.Imm;
                 }
@@ -526,7 +528,7 @@ public sealed partial class X86Interpreter
             case FastKind.Neg:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    WriteSized(ref d, SubWithFlags(0, d, 0, f.Size), f.Size);
+                    WriteSized(ref d, LazySub(0, d, f.Size), f.Size);
                     break;
                 }
 
@@ -559,15 +561,18 @@ public sealed partial class X86Interpreter
                 break;
             case FastKind.ShiftImm:
                 {
+                    MaterializeFlags();
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
                     WriteSized(ref d, Shift(f.Mn, d, f.Imm, f.Size), f.Size);
                     break;
                 }
 
             case FastKind.Imul:
+                MaterializeFlags();
                 Unsafe.Add(ref gpr0, f.Dst) = MultiplyTruncating(Unsafe.Add(ref gpr0, f.Dst), Unsafe.Add(ref gpr0, f.Src), f.Size);
                 break;
             case FastKind.ImulImm:
+                MaterializeFlags();
                 Unsafe.Add(ref gpr0, f.Dst) = MultiplyTruncating(Unsafe.Add(ref gpr0, f.Src), f.Imm2, f.Size);
                 break;
             case FastKind.Push:
@@ -596,21 +601,21 @@ public sealed partial class X86Interpreter
             case FastKind.Setcc:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    d = (d & ~0xFFUL) | (Condition(f.Condition) ? 1UL : 0UL);
+                    d = (d & ~0xFFUL) | (LazyCondition(f.Condition) ? 1UL : 0UL);
                     break;
                 }
 
             case FastKind.Cmov:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    d = (Condition(f.Condition) ? Unsafe.Add(ref gpr0, f.Src) : d) & Mask(f.Size);
+                    d = (LazyCondition(f.Condition) ? Unsafe.Add(ref gpr0, f.Src) : d) & Mask(f.Size);
                     break;
                 }
 
             case FastKind.AluLoad:
                 {
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
-                    var r = Alu(f.Mn, d, Load(FastAddress(in f), f.Size), f.Size);
+                    var r = LazyAlu(f.Mn, d, Load(FastAddress(in f), f.Size), f.Size);
                     if (f.Mn is not (Mnemonic.Cmp or Mnemonic.Test))
                     {
                         WriteSized(ref d, r, f.Size);
@@ -620,7 +625,7 @@ public sealed partial class X86Interpreter
                 }
 
             case FastKind.AluMem:
-                Alu(f.Mn, Load(FastAddress(in f), f.Size), f.Src == FastOp.NoRegister ? f.Imm2 : Unsafe.Add(ref gpr0, f.Src), f.Size);
+                LazyAlu(f.Mn, Load(FastAddress(in f), f.Size), f.Src == FastOp.NoRegister ? f.Imm2 : Unsafe.Add(ref gpr0, f.Src), f.Size);
                 break;
             default:
                 Unreachable();

@@ -138,6 +138,7 @@ public sealed partial class X86Interpreter
                     }
                     else
                     {
+                        MaterializeFlags();
                         Execute(in instructions[index]);
                     }
 
@@ -147,6 +148,7 @@ public sealed partial class X86Interpreter
                         _endBlock = false;
                         if (_pendingExit != ExitReason.SliceDone)
                         {
+                            MaterializeFlags();
                             var reason = _pendingExit;
                             _pendingExit = ExitReason.SliceDone;
                             return new CpuExit(reason, done);
@@ -167,10 +169,12 @@ public sealed partial class X86Interpreter
             NextBlock:;
             }
 
+            MaterializeFlags();
             return new CpuExit(ExitReason.SliceDone, done);
         }
         catch (GuestException e)
         {
+            MaterializeFlags();
             _endBlock = false;
             _pendingExit = ExitReason.SliceDone;
             if (block is not null)
@@ -195,6 +199,7 @@ public sealed partial class X86Interpreter
         {
             // A safety net for an operand form a handler did not expect: the guest gets #UD and the
             // gap is logged, the host goes on. (Hostile-code tests run random bytes to find these.)
+            MaterializeFlags();
             _endBlock = false;
             _pendingExit = ExitReason.SliceDone;
             if (block is not null)

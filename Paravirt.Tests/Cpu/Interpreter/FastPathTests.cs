@@ -168,7 +168,7 @@ public sealed class FastPathTests
             _ => random.Next(4),
         };
         var op = random.Next(9);
-        switch (random.Next(34))
+        switch (random.Next(36))
         {
             case 0: Alu(a, op, q, q2); break;
             case 1: Alu(a, op, d, d2); break;
@@ -321,6 +321,23 @@ public sealed class FastPathTests
                 break;
             case 28:
                 a.nop();
+                break;
+            case 30:
+                // The general path reads the flags a fast-path operation left.
+                a.pushfq();
+                a.pop(q);
+                break;
+            case 31:
+                if (random.Next(8) == 0)
+                {
+                    // A load beyond memory ends the run with a fault: the flags must be those of the instructions before it.
+                    a.mov(q, __qword_ptr[rbx + 0x20_0000]);
+                }
+                else
+                {
+                    a.adc(q, __qword_ptr[Slot(random)]);
+                }
+
                 break;
             case 29:
                 switch (random.Next(3))
