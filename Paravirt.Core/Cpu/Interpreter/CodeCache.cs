@@ -16,6 +16,12 @@ internal sealed class DecodedBlock
     public required Instruction[] Instructions;
     public required int Count;
 
+    /// <summary>The bytes the block was decoded from (both pages' for a crossing instruction), to tell after a serializing instruction whether they changed.</summary>
+    public required byte[] Bytes;
+
+    /// <summary>The cache's <see cref="CodeCache.Serializations"/> when the bytes were last known to be these.</summary>
+    public long Verified;
+
     /// <summary>The fast-path form of each instruction (<see cref="FastKind.None"/> where there is none).</summary>
     public FastOp[] Fast = [];
 
@@ -67,6 +73,12 @@ internal sealed class CodeCache
     /// </summary>
     public bool FastPath { get; set; } = true;
 
+    /// <summary>
+    /// Serializing instructions seen (see <see cref="Serialize"/>): a block decoded or verified
+    /// under an earlier count is compared with memory before it runs again.
+    /// </summary>
+    public long Serializations { get; private set; }
+
     /// <summary>How many times decoded code was dropped (a page's blocks, or all): links between blocks made before are stale.</summary>
     public long Invalidations { get; private set; }
 
@@ -112,6 +124,17 @@ internal sealed class CodeCache
         return true;
     }
 
+    /// <summary>
+    /// A serializing instruction: code must be fetched afresh, whoever wrote it (another vCPU, the
+    /// host) without this cache being told. Every block is compared with memory before it next
+    /// runs and decoded again if its bytes changed; unchanged blocks are kept.
+    /// </summary>
+    public void Serialize()
+    {
+        Serializations++;
+        Invalidations++; // links skip the fetch that verifies: they go too
+    }
+
     public void Clear()
     {
         Invalidations++;
@@ -152,7 +175,7 @@ internal sealed class CodeCache
             }
         }
 
-        return Insert(new DecodedBlock { Pa = pa, Rip = rip, Instructions = _scratch[..count], Count = count });
+        return Insert(new DecodedBlock { Pa = pa, Rip = rip, Instructions = _scratch[..count], Count = count, Bytes = _bytes[.._reader.Position] });
     }
 
     /// <summary>The buffer <see cref="Decode"/> reads: the caller fills it with the page's bytes first.</summary>
@@ -164,7 +187,7 @@ internal sealed class CodeCache
         _reader.Reset(length);
         _decoder.IP = rip;
         _decoder.Decode(out var ins);
-        var block = new DecodedBlock { Pa = pa, Rip = rip, Pa2 = pa2, Instructions = [ins], Count = 1 };
+        var block = new DecodedBlock { Pa = pa, Rip = rip, Pa2 = pa2, Instructions = [ins], Count = 1, Bytes = _bytes[.._reader.Position] };
         MarkCode(pa2 >> 12);
         return Insert(block);
     }
@@ -172,6 +195,7 @@ internal sealed class CodeCache
     private DecodedBlock Insert(DecodedBlock block)
     {
         Decodes++;
+        block.Verified = Serializations;
         block.Fast = new FastOp[block.Count];
         for (var i = 0; i < block.Count; i++)
         {

@@ -108,4 +108,12 @@ public sealed partial class X86Interpreter
 
     /// <summary>Drops every decoded block (the machine wrote guest code it cannot name, or starts afresh).</summary>
     public void InvalidateAllCode() => _code.Clear();
+
+    /// <summary>
+    /// The guest ran a serializing instruction (<c>iretq</c>, the machine's handling of <c>int3</c>):
+    /// code another vCPU or the host wrote without announcing it is fetched afresh. Unlike
+    /// <see cref="InvalidateAllCode"/> the decoded blocks whose bytes did not change are kept (each
+    /// is compared with memory once before it next runs).
+    /// </summary>
+    public void SerializeCodeFetch() => _code.Serialize();
 }

@@ -275,7 +275,8 @@ public sealed partial class X86Interpreter
     {
         var pa = Translate(rip, Access.Execute);
         var block = _code.Find(pa, rip);
-        if (block is not null && (block.Pa2 == DecodedBlock.NoSecondPage || block.Pa2 == Translate((rip | 0xFFF) + 1, Access.Execute)))
+        if (block is not null && (block.Pa2 == DecodedBlock.NoSecondPage || block.Pa2 == Translate((rip | 0xFFF) + 1, Access.Execute))
+            && (block.Verified == _code.Serializations || StillTheSame(block)))
         {
             return block;
         }
@@ -299,6 +300,23 @@ public sealed partial class X86Interpreter
         }
 
         return _code.DecodeCrossing(pa, pa2, rip, length + 15);
+    }
+
+    /// <summary>After a serializing instruction: whether memory still holds the bytes <paramref name="block"/> was decoded from.</summary>
+    private bool StillTheSame(DecodedBlock block)
+    {
+        var bytes = block.Bytes;
+        var current = _code.Buffer[..bytes.Length];
+        var first = (int)Math.Min((ulong)bytes.Length, 4096 - (block.Pa & 0xFFF));
+        if (!_bus.TryRead(block.Pa, current[..first])
+            || (first < bytes.Length && !_bus.TryRead(block.Pa2, current[first..]))
+            || !current.SequenceEqual(bytes))
+        {
+            return false;
+        }
+
+        block.Verified = _code.Serializations;
+        return true;
     }
 
     // ---- faults -------------------------------------------------------------------------------

@@ -196,8 +196,8 @@ internal sealed partial class PvCpu
         State.Ss = ss;
 
         // iretq serializes: sync_core's purpose is to make this CPU fetch code another CPU wrote
-        // (text_poke on each CPU), so the decoded blocks go.
-        Interpreter.InvalidateAllCode();
+        // (text_poke on each CPU), so every decoded block is checked against memory before it runs again.
+        Interpreter.SerializeCodeFetch();
         return true;
     }
 

@@ -379,8 +379,8 @@ internal sealed partial class PvCpu : IInterpreterPlatform
             case Vectors.BP:
                 // Linux retries an int3 that a concurrent text_poke removed, counting on the CPU to
                 // fetch the instruction afresh: code another vCPU wrote is not in this one's decoded
-                // blocks until they are dropped.
-                Interpreter.InvalidateAllCode();
+                // blocks until they are checked against memory again.
+                Interpreter.SerializeCodeFetch();
                 break;
             case Vectors.UD:
                 if (TryForcedEmulation())

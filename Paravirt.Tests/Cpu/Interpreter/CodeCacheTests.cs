@@ -98,4 +98,34 @@ public sealed class CodeCacheTests
         m.RunToHalt();
         m[Gpr.Rax].Should().Be(0x1122_9944_5566_7788, "immediate byte 5 (0x33) became 0x99");
     }
+
+    [Fact]
+    public void After_A_Serializing_Instruction_Unannounced_Writes_Are_Fetched_And_Unchanged_Blocks_Are_Kept()
+    {
+        var m = new InterpreterMachine();
+        m.Load(a =>
+        {
+            a.mov(eax, 1);          // B8 01 00 00 00
+            a.ret();
+        }, Target, halt: false);
+        m.Load(a => a.call(Target));
+        m.RunToHalt();
+        m[Gpr.Rax].Should().Be(1);
+        var decoded = m.Interpreter.BlocksDecoded;
+
+        // Nothing changed: a serialization costs a compare per block, not a decode.
+        m.Interpreter.SerializeCodeFetch();
+        m.Restart();
+        m.RunToHalt();
+        m.Interpreter.BlocksDecoded.Should().Be(decoded, "unchanged blocks are verified and kept");
+
+        // Someone else (another vCPU, the host) patches the function without telling this vCPU:
+        // after the next serializing instruction the new bytes run.
+        m.Memory.Bytes[(int)Target + 1] = 7;
+        m.Interpreter.SerializeCodeFetch();
+        m.Restart();
+        m.RunToHalt();
+        m[Gpr.Rax].Should().Be(7);
+        m.Interpreter.BlocksDecoded.Should().Be(decoded + 1, "only the changed block was decoded again");
+    }
 }
