@@ -31,6 +31,9 @@ internal enum FastKind : byte
     Jcc,
     Jmp,
     Load,
+
+    /// <summary>mov r8/r16, [mem]: merged into the register.</summary>
+    LoadNarrow,
     Store,
     StoreImm,
 
@@ -44,6 +47,9 @@ internal enum FastKind : byte
     /// <summary>shl/shr/sar/rol/ror by an immediate count (Mn names which).</summary>
     ShiftImm,
 
+    /// <summary>shl/shr/sar/rol/ror by CL.</summary>
+    ShiftCl,
+
     /// <summary>imul reg, reg.</summary>
     Imul,
 
@@ -52,6 +58,12 @@ internal enum FastKind : byte
     Push,
     Pop,
     Call,
+
+    /// <summary>call reg / call [mem] (Src, or the memory operand when Src = NoRegister).</summary>
+    CallIndirect,
+
+    /// <summary>jmp reg / jmp [mem].</summary>
+    JmpIndirect,
     Ret,
     Setcc,
     Cmov,
@@ -90,6 +102,9 @@ internal struct FastOp
     public byte Index;
     public byte Scale;
     public byte SrcSize;
+
+    /// <summary>8 when the source register of an extension is AH–BH, else 0.</summary>
+    public byte SrcShift;
     public bool Signed;
     public ConditionCode Condition;
     public Mnemonic Mn;
@@ -131,7 +146,7 @@ internal struct FastOp
                     return FastKind.Call;
                 }
 
-                return FastKind.None;
+                return ins.Code == Code.Call_rm64 && TryIndirectTarget(in ins, ref op) ? FastKind.CallIndirect : FastKind.None;
             case Mnemonic.Jmp:
                 if (ins.Op0Kind == OpKind.NearBranch64)
                 {
@@ -139,7 +154,7 @@ internal struct FastOp
                     return FastKind.Jmp;
                 }
 
-                return FastKind.None;
+                return ins.Code == Code.Jmp_rm64 && TryIndirectTarget(in ins, ref op) ? FastKind.JmpIndirect : FastKind.None;
             case Mnemonic.Jo or Mnemonic.Jno or Mnemonic.Jb or Mnemonic.Jae or Mnemonic.Je or Mnemonic.Jne or Mnemonic.Jbe or Mnemonic.Ja
                 or Mnemonic.Js or Mnemonic.Jns or Mnemonic.Jp or Mnemonic.Jnp or Mnemonic.Jl or Mnemonic.Jge or Mnemonic.Jle or Mnemonic.Jg:
                 if (ins.Op0Kind == OpKind.NearBranch64)
@@ -210,7 +225,7 @@ internal struct FastOp
 
                     if (ins.Op1Kind == OpKind.Memory && TryAddress(in ins, ref op))
                     {
-                        return kind == FastKind.Mov ? (op.Size >= 4 ? FastKind.Load : FastKind.None) : FastKind.AluLoad;
+                        return kind != FastKind.Mov ? FastKind.AluLoad : op.Size >= 4 ? FastKind.Load : FastKind.LoadNarrow;
                     }
 
                     return FastKind.None;
@@ -237,7 +252,7 @@ internal struct FastOp
                     return FastKind.ShiftImm;
                 }
 
-                return FastKind.None;
+                return ins.Op1Kind == OpKind.Register && ins.Op1Register == Register.CL ? FastKind.ShiftCl : FastKind.None;
             case Mnemonic.Movzx or Mnemonic.Movsx or Mnemonic.Movsxd:
                 if (op.Size < 4)
                 {
@@ -247,6 +262,12 @@ internal struct FastOp
                 op.Signed = m != Mnemonic.Movzx;
                 if (ins.Op1Kind == OpKind.Register)
                 {
+                    if (ins.Op1Register is >= Register.AH and <= Register.BH)
+                    {
+                        (op.Src, op.SrcSize, op.SrcShift) = ((byte)(ins.Op1Register - Register.AH), 1, 8);
+                        return FastKind.Extend;
+                    }
+
                     return TryGpr(ins.Op1Register, out op.Src, out op.SrcSize, wide: false) ? FastKind.Extend : FastKind.None;
                 }
 
@@ -316,6 +337,17 @@ internal struct FastOp
         return m == Mnemonic.Mov ? FastKind.StoreImm : FastKind.AluMem;
     }
 
+    /// <summary>The operand of call/jmp qword reg or [mem].</summary>
+    private static bool TryIndirectTarget(in Instruction ins, ref FastOp op)
+    {
+        if (ins.Op0Kind == OpKind.Register)
+        {
+            return TryGpr(ins.Op0Register, out op.Src, out _, wide: true);
+        }
+
+        return ins.Op0Kind == OpKind.Memory && ins.MemorySize is MemorySize.UInt64 or MemorySize.QwordOffset && TryAddress(in ins, ref op);
+    }
+
     private static bool IsImmediate(OpKind kind) =>
         kind is OpKind.Immediate8 or OpKind.Immediate16 or OpKind.Immediate32 or OpKind.Immediate64 or OpKind.Immediate8to16
             or OpKind.Immediate8to32 or OpKind.Immediate8to64 or OpKind.Immediate32to64;
@@ -364,9 +396,9 @@ internal struct FastOp
     }
 
     /// <summary>
-    /// A general register the fast path can name by number: a 64 or 32-bit one, or (unless
-    /// <paramref name="wide"/>) a low-byte one (AL–BL, SPL–DIL, R8L–R15L). AH–BH and 16-bit
-    /// registers are left to the general handlers.
+    /// A general register the fast path can name by number: a 64-bit one, or (unless
+    /// <paramref name="wide"/>) a 32, 16 or low-byte one (AL–BL, SPL–DIL, R8L–R15L). AH–BH are
+    /// left to the general handlers.
     /// </summary>
     private static bool TryGpr(Register r, out byte index, out byte size, bool wide)
     {
@@ -385,6 +417,12 @@ internal struct FastOp
         if (r is >= Register.EAX and <= Register.R15D)
         {
             (index, size) = ((byte)(r - Register.EAX), 4);
+            return true;
+        }
+
+        if (r is >= Register.AX and <= Register.R15W)
+        {
+            (index, size) = ((byte)(r - Register.AX), 2);
             return true;
         }
 
@@ -505,7 +543,7 @@ public sealed partial class X86Interpreter
                 _cpu.Rip = f.Imm;
                 break;
             case FastKind.Load:
-                Unsafe.Add(ref gpr0, f.Dst) = Load(FastAddress(in f), f.Size);
+                Unsafe.Add(ref gpr0, f.Dst) = Load(FastAddress(in f), f.Size); // a 32-bit load zero-extends
                 break;
             case FastKind.Store:
                 Store(FastAddress(in f), f.Size, Unsafe.Add(ref gpr0, f.Src));
@@ -544,7 +582,7 @@ public sealed partial class X86Interpreter
                 break;
             case FastKind.Extend:
                 {
-                    var v = Unsafe.Add(ref gpr0, f.Src) & Mask(f.SrcSize);
+                    var v = (Unsafe.Add(ref gpr0, f.Src) >> f.SrcShift) & Mask(f.SrcSize);
                     Unsafe.Add(ref gpr0, f.Dst) = (f.Signed ? SignExtend(v, f.SrcSize) : v) & Mask(f.Size);
                     break;
                 }
@@ -564,6 +602,21 @@ public sealed partial class X86Interpreter
                     MaterializeFlags();
                     ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
                     WriteSized(ref d, Shift(f.Mn, d, f.Imm, f.Size), f.Size);
+                    break;
+                }
+
+            case FastKind.LoadNarrow:
+                {
+                    var value = Load(FastAddress(in f), f.Size);
+                    WriteSized(ref Unsafe.Add(ref gpr0, f.Dst), value, f.Size);
+                    break;
+                }
+
+            case FastKind.ShiftCl:
+                {
+                    MaterializeFlags();
+                    ref var d = ref Unsafe.Add(ref gpr0, f.Dst);
+                    WriteSized(ref d, Shift(f.Mn, d, Unsafe.Add(ref gpr0, Gpr.Rcx) & 0xFF, f.Size), f.Size);
                     break;
                 }
 
@@ -588,6 +641,17 @@ public sealed partial class X86Interpreter
             case FastKind.Call:
                 Push(f.Next, 8);
                 _cpu.Rip = f.Imm;
+                break;
+            case FastKind.CallIndirect:
+                {
+                    var target = f.Src != FastOp.NoRegister ? Unsafe.Add(ref gpr0, f.Src) : Load(FastAddress(in f), 8);
+                    Push(f.Next, 8);
+                    _cpu.Rip = target;
+                    break;
+                }
+
+            case FastKind.JmpIndirect:
+                _cpu.Rip = f.Src != FastOp.NoRegister ? Unsafe.Add(ref gpr0, f.Src) : Load(FastAddress(in f), 8);
                 break;
             case FastKind.Ret:
                 {

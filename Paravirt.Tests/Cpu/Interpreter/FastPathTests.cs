@@ -142,6 +142,37 @@ public sealed class FastPathTests
                 continue;
             }
 
+            if (random.Next(30) == 0)
+            {
+                // Indirect transfers: call reg, call [mem], jmp reg.
+                var function = a.CreateLabel();
+                var after = a.CreateLabel();
+                var target = R64[random.Next(R64.Length)];
+                switch (random.Next(3))
+                {
+                    case 0:
+                        a.lea(target, __[function]);
+                        a.call(target);
+                        break;
+                    case 1:
+                        a.lea(target, __[function]);
+                        a.mov(__qword_ptr[rbx + (rsi * 8) + 8], target);
+                        a.call(__qword_ptr[rbx + (rsi * 8) + 8]);
+                        break;
+                    default:
+                        a.lea(target, __[after]);
+                        a.jmp(target);
+                        break;
+                }
+
+                a.jmp(after);
+                a.Label(ref function);
+                EmitOne(a, random);
+                a.ret();
+                a.Label(ref after);
+                continue;
+            }
+
             EmitOne(a, random);
         }
     }
@@ -168,7 +199,7 @@ public sealed class FastPathTests
             _ => random.Next(4),
         };
         var op = random.Next(9);
-        switch (random.Next(36))
+        switch (random.Next(38))
         {
             case 0: Alu(a, op, q, q2); break;
             case 1: Alu(a, op, d, d2); break;
@@ -293,6 +324,16 @@ public sealed class FastPathTests
             case 22:
                 Shift(a, random.Next(6), random.Next(3), q, d, b, 1);
                 break;
+            case 32:
+                switch (random.Next(4))
+                {
+                    case 0: a.shl(q, cl); break;
+                    case 1: a.shr(d, cl); break;
+                    case 2: a.sar(b, cl); break;
+                    default: a.ror(w, cl); break;
+                }
+
+                break;
             case 23:
                 switch (random.Next(5))
                 {
@@ -340,11 +381,16 @@ public sealed class FastPathTests
 
                 break;
             case 29:
-                switch (random.Next(3))
+                var w2 = R16[random.Next(R16.Length)];
+                switch (random.Next(7))
                 {
                     case 0: a.add(w, (short)imm); break;
-                    case 1: a.cmp(w, w); break;
-                    default: a.shl(w, 3); break;
+                    case 1: a.cmp(w, w2); break;
+                    case 2: a.shr(w, (byte)random.Next(20)); break;
+                    case 3: a.mov(w, w2); break;
+                    case 4: a.mov(__word_ptr[Slot(random)], w); break;
+                    case 5: a.sub(w, __word_ptr[Slot(random)]); break;
+                    default: a.movzx(d, w2); break;
                 }
 
                 break;
