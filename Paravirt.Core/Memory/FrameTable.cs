@@ -1,3 +1,4 @@
+using Paravirt.Core.Cpu.Interpreter;
 namespace Paravirt.Core.Memory;
 
 /// <summary>
@@ -104,6 +105,18 @@ public sealed class FrameTable
         Put(mfn);
     }
 
+    // One epoch per owner, made on first use: advanced whenever a frame of that owner is freed,
+    // so host pointers handed to its interpreters (IDirectMemoryBus) are asked for again.
+    private readonly PageEpoch?[] _releaseEpochs = new PageEpoch?[NoOwner + 1];
+
+    /// <summary>The epoch that advances whenever a frame owned by <paramref name="owner"/> is freed.</summary>
+    public PageEpoch ReleaseEpoch(ushort owner)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(owner, NoOwner);
+        ref var slot = ref _releaseEpochs[owner];
+        return Volatile.Read(ref slot) ?? Interlocked.CompareExchange(ref slot, new PageEpoch(), null) ?? slot!;
+    }
+
     public ushort OwnerOf(ulong mfn) => mfn < (ulong)_owner.Length ? Volatile.Read(ref _owner[mfn]) : NoOwner;
 
     public bool IsValid(ulong mfn) => mfn < (ulong)_owner.Length;
@@ -147,6 +160,12 @@ public sealed class FrameTable
         var left = Interlocked.Decrement(ref _count[mfn]);
         if (left == 0)
         {
+            var owner = _owner[mfn];
+            if (owner <= NoOwner && Volatile.Read(ref _releaseEpochs[owner]) is { } epoch)
+            {
+                epoch.Advance(); // before the frame can be handed to anyone else
+            }
+
             _owner[mfn] = NoOwner;
             _m2p[mfn] = InvalidGfn;
             lock (_freeLock)

@@ -39,7 +39,7 @@ internal enum TranslateStatus
 /// Accessed and dirty bits are set with a compare-exchange on the entry, as hardware sets them
 /// atomically with respect to other processors. SMEP, SMAP, PKU and PCIDs are not modelled.
 /// </remarks>
-internal sealed class Mmu
+internal sealed unsafe class Mmu
 {
     private const int TlbSize = 256;
     private const ulong AddressMask = 0x000F_FFFF_FFFF_F000UL;
@@ -49,6 +49,8 @@ internal sealed class Mmu
     private const byte SupRead = 1, SupWrite = 2, SupExec = 4, UserRead = 8, UserWrite = 16, UserExec = 32;
 
     private readonly IGuestMemoryBus _bus;
+    private readonly IDirectMemoryBus? _direct;
+    private readonly PageEpoch? _epoch;
     private readonly CpuState _cpu;
     private readonly Entry[] _tlb = new Entry[TlbSize];
 
@@ -56,7 +58,12 @@ internal sealed class Mmu
     {
         _bus = bus;
         _cpu = cpu;
+        _direct = bus as IDirectMemoryBus;
+        _epoch = _direct?.Epoch;
     }
+
+    /// <summary>Whether loads and stores may use the host pointers of a direct bus (off while the machine substitutes another bus for one instruction).</summary>
+    public bool DirectEnabled { get; set; } = true;
 
     /// <summary>Walks done since creation (TLB misses, and writes that had to set a dirty bit).</summary>
     public long Walks { get; private set; }
@@ -69,6 +76,10 @@ internal sealed class Mmu
         public byte Allowed;
         public bool Dirty;
         public bool Global;
+
+        // The page in host memory (0: not directly accessible) and the bus's epoch when it was got.
+        public nint Host;
+        public long HostEpoch;
     }
 
     public bool PagingEnabled => (_cpu.Cr0 & ControlBits.Cr0PG) != 0;
@@ -107,6 +118,46 @@ internal sealed class Mmu
 
     /// <summary>How many flushes (of any kind) there were: what was translated before may no longer hold.</summary>
     public long Flushes { get; private set; }
+
+    /// <summary>
+    /// The host address of linear <paramref name="la"/> when a TLB entry allows the access and
+    /// holds a current host pointer (no walk, no bus call), with its physical address; else null,
+    /// and the caller takes the translated path. The access must not cross a page.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* TryDirect(ulong la, Access access, out ulong pa)
+    {
+        pa = 0;
+        if (_epoch is null || !DirectEnabled || (_cpu.Cr0 & ControlBits.Cr0PG) == 0)
+        {
+            return null;
+        }
+
+        var vpn = la >> 12;
+        ref var e = ref _tlb[(int)(vpn & (TlbSize - 1))];
+        var bit = (byte)(1 << ((int)access + (_cpu.Cpl == 3 ? 3 : 0)));
+        if (e.Tag != vpn + 1 || (e.Allowed & bit) == 0 || (access == Access.Write && !e.Dirty) || e.Host == 0)
+        {
+            return null;
+        }
+
+        if (e.HostEpoch != _epoch.Value && !RefreshHost(ref e))
+        {
+            return null;
+        }
+
+        pa = e.PageBase | (la & 0xFFF);
+        return (byte*)e.Host + (la & 0xFFF);
+    }
+
+    /// <summary>The bus's epoch moved: ask for the entry's page again (it may no longer be the guest's).</summary>
+    private bool RefreshHost(ref Entry e)
+    {
+        var epoch = _epoch!.Value;
+        e.Host = (nint)_direct!.PagePointer(e.PageBase);
+        e.HostEpoch = epoch;
+        return e.Host != 0;
+    }
 
     /// <summary>A write to CR3: every entry but global ones goes.</summary>
     public void FlushNonGlobal()
@@ -251,6 +302,11 @@ internal sealed class Mmu
         e.Allowed = allowed;
         e.Dirty = (entry & D) != 0;
         e.Global = (entry & G) != 0 && (_cpu.Cr4 & ControlBits.Cr4PGE) != 0;
+        if (_direct is not null)
+        {
+            RefreshHost(ref e);
+        }
+
         pa = pageBase | (la & 0xFFF);
         return TranslateStatus.Ok;
     }
@@ -280,6 +336,7 @@ internal sealed class Mmu
         e.Allowed = SupRead | UserRead;
         e.Dirty = false;
         e.Global = false;
+        e.Host = 0; // the machine's window is served by the bus alone
         errorCode = 0;
         pa = e.PageBase | (la & 0xFFF);
         return TranslateStatus.Ok;

@@ -95,12 +95,14 @@ public sealed partial class X86Interpreter
         var own = _bus;
         _bus = bus;
         _mmu.WritableOverride = (la >> 12) + 1;
+        _mmu.DirectEnabled = false; // every access goes to the substitute bus
         try
         {
             return Run(1);
         }
         finally
         {
+            _mmu.DirectEnabled = true;
             _mmu.WritableOverride = 0;
             _bus = own;
         }

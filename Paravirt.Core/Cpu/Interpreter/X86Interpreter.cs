@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Iced.Intel;
@@ -551,10 +552,22 @@ public sealed partial class X86Interpreter
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ulong Load(ulong la, int size)
+    private unsafe ulong Load(ulong la, int size)
     {
         if ((la & 0xFFF) <= 4096UL - (ulong)size)
         {
+            var p = _mmu.TryDirect(la, Access.Read, out _);
+            if (p != null)
+            {
+                return size switch
+                {
+                    1 => *p,
+                    2 => BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(p, 2)),
+                    4 => BinaryPrimitives.ReadUInt32LittleEndian(new ReadOnlySpan<byte>(p, 4)),
+                    _ => BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(p, 8)),
+                };
+            }
+
             var pa = Translate(la, Access.Read);
             if (!_bus.TryRead(pa, size, out var value))
             {
@@ -568,10 +581,25 @@ public sealed partial class X86Interpreter
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Store(ulong la, int size, ulong value)
+    private unsafe void Store(ulong la, int size, ulong value)
     {
         if ((la & 0xFFF) <= 4096UL - (ulong)size)
         {
+            var p = _mmu.TryDirect(la, Access.Write, out var direct);
+            if (p != null)
+            {
+                switch (size)
+                {
+                    case 1: *p = (byte)value; break;
+                    case 2: BinaryPrimitives.WriteUInt16LittleEndian(new Span<byte>(p, 2), (ushort)value); break;
+                    case 4: BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(p, 4), (uint)value); break;
+                    default: BinaryPrimitives.WriteUInt64LittleEndian(new Span<byte>(p, 8), value); break;
+                }
+
+                NoteWrite(direct);
+                return;
+            }
+
             WritePhys(Translate(la, Access.Write), size, value);
             return;
         }

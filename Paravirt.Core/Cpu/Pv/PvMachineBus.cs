@@ -12,7 +12,7 @@ namespace Paravirt.Core.Cpu.Pv;
 /// <c>machine_to_phys_mapping</c>). The interpreter reaches that range only through the read-only
 /// <see cref="LinearWindow"/> at <c>MACH2PHYS_VIRT_START</c>, so it is never written.
 /// </summary>
-internal sealed class PvMachineBus(FrameTable frames, ushort owner) : IGuestMemoryBus
+internal sealed unsafe class PvMachineBus(FrameTable frames, ushort owner) : IDirectMemoryBus
 {
     /// <summary>Above any machine address (MAXPHYADDR is 52): where the M2P is served.</summary>
     public const ulong M2pBase = 1UL << 56;
@@ -28,6 +28,11 @@ internal sealed class PvMachineBus(FrameTable frames, ushort owner) : IGuestMemo
             return new LinearWindow(ArchX86.MACH2PHYS_VIRT_START, ArchX86.HYPERVISOR_VIRT_END, bytes, M2pBase);
         }
     }
+
+    public PageEpoch Epoch => _frames.Epoch;
+
+    /// <summary>The domain's own frames directly; the M2P is served by the bus alone.</summary>
+    public byte* PagePointer(ulong pa) => pa < M2pBase ? _frames.PagePointer(pa) : null;
 
     public bool TryRead(ulong pa, int size, out ulong value)
     {

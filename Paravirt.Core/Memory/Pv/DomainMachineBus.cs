@@ -14,7 +14,7 @@ namespace Paravirt.Core.Memory.Pv;
 /// validated page-table entry maps, so a frame the guest can reach cannot be freed under it.
 /// The owner check is the last line of defence, not the mechanism.
 /// </remarks>
-public sealed unsafe class DomainMachineBus : IGuestMemoryBus
+public sealed unsafe class DomainMachineBus : IDirectMemoryBus
 {
     private readonly FrameTable _frames;
     private readonly MachineMemory _memory;
@@ -26,7 +26,14 @@ public sealed unsafe class DomainMachineBus : IGuestMemoryBus
         _frames = frames;
         _memory = frames.Memory;
         _owner = owner;
+        Epoch = frames.ReleaseEpoch(owner);
     }
+
+    /// <summary>Advances whenever a frame of the owner is freed: a page pointer handed out before is checked again.</summary>
+    public PageEpoch Epoch { get; }
+
+    /// <summary>The owner's frame holding <paramref name="pa"/> in host memory, or null for any other frame.</summary>
+    public byte* PagePointer(ulong pa) => TryPointer(pa & ~(ulong)MachineMemory.PageMask, MachineMemory.PageSize, out var p) ? p : null;
 
     public bool TryRead(ulong pa, int size, out ulong value)
     {
