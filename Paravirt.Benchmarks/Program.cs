@@ -7,10 +7,13 @@ if (args.Length > 0 && args[0] == "--density")
     return Density.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1000);
 }
 
-// `--linux-boot [N]`: Debian's Linux to /init on Paravirt beside QEMU TCG, N boots each (not a BenchmarkDotNet run).
+// `--linux-boot [N] [--generic] [--vcpus V]`: Debian's Linux to /init on Paravirt beside QEMU TCG, N boots each (not a BenchmarkDotNet run).
 if (args.Length > 0 && args[0] == "--linux-boot")
 {
-    return await Paravirt.Benchmarks.Linux.LinuxBootBenchmarks.RunAsync(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 3);
+    var invariant = System.Globalization.CultureInfo.InvariantCulture;
+    var count = args.Length > 1 && int.TryParse(args[1], invariant, out var n) ? n : 3;
+    var vcpus = Array.IndexOf(args, "--vcpus") is var at and >= 0 && at + 1 < args.Length ? int.Parse(args[at + 1], invariant) : 1;
+    return await Paravirt.Benchmarks.Linux.LinuxBootBenchmarks.RunAsync(count, args.Contains("--generic"), vcpus);
 }
 
 // In process by default: each pair compares two methods of one class in one process, so a separate

@@ -7,11 +7,12 @@ using Paravirt.Tests.Support;
 namespace Paravirt.Benchmarks.Linux;
 
 /// <summary>
-/// Debian's cloud kernel (LZ4 bzImage) from power-on to its busybox <c>/init</c> printing a
-/// marker, as a 64-bit PV domU on the interpreter, beside QEMU's TCG (the speed peer: a software
-/// x86 emulator booting the same kernel and initramfs natively, serial console), in the same run.
+/// Debian's cloud kernel (LZ4 bzImage; or with <c>--generic</c> the generic one, XZ) from power-on
+/// to its busybox <c>/init</c> printing a marker, as a 64-bit PV domU on the interpreter, beside
+/// QEMU's TCG (the speed peer: a software x86 emulator booting the same kernel and initramfs
+/// natively, serial console), in the same run, on 1 vCPU or <c>--vcpus N</c> (QEMU gets as many).
 /// Tens of seconds an operation: <c>dotnet run -c Release --project Paravirt.Benchmarks --
-/// --linux-boot [N]</c> times N boots of each, alternating, and prints the medians and their ratio
+/// --linux-boot [N] [--generic] [--vcpus V]</c> times N boots of each, alternating, and prints the medians and their ratio
 /// (BenchmarkDotNet's in-process toolchain refuses operations this long). Needs <c>./test.sh</c>'s
 /// kernel cache (<c>$PARAVIRT_CACHE</c> or <c>~/.cache/paravirt</c>) and, for the baseline,
 /// <c>apt-get install qemu-system-x86</c> (benchmarks only; the tests never use it).
@@ -19,9 +20,9 @@ namespace Paravirt.Benchmarks.Linux;
 public sealed class LinuxBootBenchmarks
 {
     /// <summary>Boots each <paramref name="iterations"/> times, alternating, and prints the table; 0 on success.</summary>
-    public static async Task<int> RunAsync(int iterations)
+    public static async Task<int> RunAsync(int iterations, bool generic = false, int vcpus = 1)
     {
-        var bench = new LinuxBootBenchmarks();
+        var bench = new LinuxBootBenchmarks { _flavour = generic ? "linux-generic" : "linux-cloud", _vcpus = vcpus };
         bench.Setup();
         try
         {
@@ -35,7 +36,7 @@ public sealed class LinuxBootBenchmarks
             }
 
             var (p, q) = (Median(paravirt), Median(qemu));
-            Console.WriteLine($"| Debian cloud kernel to /init ({bench._kernel}) | median of {iterations} | ratio |");
+            Console.WriteLine($"| Debian kernel to /init ({Path.GetFileName(bench._kernel)}, {vcpus} vCPU) | median of {iterations} | ratio |");
             Console.WriteLine("|---|---|---|");
             Console.WriteLine($"| QEMU TCG (baseline) | {q:F2} s | 1.00 |");
             Console.WriteLine($"| Paravirt (PV domU, interpreter) | {p:F2} s | {p / q:F2} |");
@@ -63,6 +64,8 @@ public sealed class LinuxBootBenchmarks
     private const string Marker = "PARAVIRT-BENCH-INIT";
     private static readonly TimeSpan Bound = TimeSpan.FromMinutes(5);
     private string _kernel = "";
+    private string _flavour = "linux-cloud";
+    private int _vcpus = 1;
     private byte[] _kernelBytes = [];
     private byte[] _initramfs = [];
     private string _initramfsPath = "";
@@ -71,12 +74,12 @@ public sealed class LinuxBootBenchmarks
     {
         var cache = Environment.GetEnvironmentVariable("PARAVIRT_CACHE") is { Length: > 0 } dir ? dir
             : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "paravirt");
-        var boot = Path.Combine(cache, "linux-cloud", "boot");
+        var boot = Path.Combine(cache, _flavour, "boot");
         var kernels = Directory.Exists(boot) ? Directory.GetFiles(boot, "vmlinuz-*") : [];
         var busybox = Path.Combine(cache, "busybox", "bin", "busybox");
         if (kernels.Length != 1 || !File.Exists(busybox))
         {
-            throw new InvalidOperationException($"Debian's cloud kernel and busybox are needed in {cache}: run ./test.sh once, which fetches them");
+            throw new InvalidOperationException($"Debian's kernel ({_flavour}) and busybox are needed in {cache}: run ./test.sh once, which fetches them");
         }
 
         _kernel = kernels[0];
@@ -92,7 +95,7 @@ public sealed class LinuxBootBenchmarks
     public async Task Paravirt()
     {
         using var hv = new Hypervisor(new HypervisorOptions { MemoryMiB = 300 });
-        var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = "bench", MemoryMiB = 256, AutoTranslated = false, CommandLine = "console=hvc0" }, _kernelBytes, _initramfs);
+        var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = "bench", MemoryMiB = 256, Vcpus = _vcpus, AutoTranslated = false, CommandLine = "console=hvc0" }, _kernelBytes, _initramfs);
         PvKernelStart.Start(d, boot);
         using var cts = new CancellationTokenSource(Bound);
         var seen = new StringBuilder();
@@ -119,7 +122,7 @@ public sealed class LinuxBootBenchmarks
     {
         var start = new ProcessStartInfo("qemu-system-x86_64")
         {
-            ArgumentList = { "-accel", "tcg", "-m", "256", "-kernel", _kernel, "-initrd", _initramfsPath, "-append", "console=ttyS0", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none" },
+            ArgumentList = { "-accel", "tcg", "-smp", _vcpus.ToString(System.Globalization.CultureInfo.InvariantCulture), "-m", "256", "-kernel", _kernel, "-initrd", _initramfsPath, "-append", "console=ttyS0", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none" },
             RedirectStandardOutput = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
