@@ -247,9 +247,10 @@ public sealed class BlockFrontend : IDisposable
 
         _guest.WaitFor(_idleOrBroken, Deadline());
         Device.Check(Device.SwitchState(XenbusState.Closing), "switching to Closing");
-        Device.WaitForBackendState(s => s is XenbusState.Closed or XenbusState.Unknown, "Closed", _options.HandshakeTimeout);
+        Device.WaitForBackendState(s => s is XenbusState.Closing or XenbusState.Closed or XenbusState.Unknown, "Closing", _options.HandshakeTimeout);
         _connected = false;
         Device.Check(Device.SwitchState(XenbusState.Closed), "switching to Closed");
+        Device.WaitForBackendState(s => s is XenbusState.Closed or XenbusState.Unknown, "Closed", _options.HandshakeTimeout);
         Device.Check(_rt.Events.Unbind(_port), $"closing port {_port}");
         EndGrants();
     }

@@ -194,6 +194,30 @@ public sealed class XenBusBackendTests : IDisposable
     }
 
     [Fact]
+    public async Task Frontend_Closing_Alone_Disconnects_And_Leaves_The_Backend_Closing_Until_The_Frontend_Is_Closed()
+    {
+        // Linux's xenbus_dev_shutdown: the frontend goes Closing and waits for the backend's
+        // Closing (5 s, then "timeout closing device"); it never goes Closed.
+        var rec = new Recorder();
+        string? afterClosing = null;
+        var (d, dev) = await RunFrontendAsync(rec.Options(), f =>
+        {
+            f.Connect("8", "5");
+            f.SwitchState(XenbusState.Closing);
+            var state = f.BackendPath + "/state";
+            f.WaitUntil(state, v => v == S(XenbusState.Closing) || v == S(XenbusState.Closed));
+            afterClosing = f.Read(state);
+        });
+
+        afterClosing.Should().Be(S(XenbusState.Closing), "the backend answers Closing with Closing, as blkback and netback do");
+        rec.Disconnects.Should().Be(1, "the device is disconnected before the backend says Closing");
+        dev.State.Should().Be(XenbusState.Closing, "Closed waits for the frontend's Closed");
+        await dev.DestroyAsync();
+        rec.Disconnects.Should().Be(1, "a disconnected device is not disconnected twice");
+        d.Destroy();
+    }
+
+    [Fact]
     public async Task Frontend_Closing_Disconnects_And_The_Backend_Goes_Closed()
     {
         var rec = new Recorder();
@@ -201,8 +225,9 @@ public sealed class XenBusBackendTests : IDisposable
         {
             f.Connect("8", "5");
             f.SwitchState(XenbusState.Closing);
-            f.WaitBackend(XenbusState.Closed);
+            f.WaitBackend(XenbusState.Closing);
             f.SwitchState(XenbusState.Closed);
+            f.WaitBackend(XenbusState.Closed);
         });
 
         rec.Disconnects.Should().Be(1);
@@ -220,8 +245,9 @@ public sealed class XenBusBackendTests : IDisposable
         {
             f.Connect("8", "5");
             f.SwitchState(XenbusState.Closing);
-            f.WaitBackend(XenbusState.Closed);
+            f.WaitBackend(XenbusState.Closing);
             f.SwitchState(XenbusState.Closed);
+            f.WaitBackend(XenbusState.Closed);
             f.SwitchState(XenbusState.Initialising); // e.g. the driver reloaded, or resume
             f.Connect("9", "6");
         });

@@ -32,6 +32,16 @@ internal static class DebianLinux
         }
     }
 
+    /// <summary>A module of the cloud kernel's package, by its path under <c>lib/modules/VERSION/</c> (e.g. kernel/drivers/block/xen-blkfront.ko).</summary>
+    public static string CloudModule(string relativePath)
+    {
+        var modules = Path.Combine(CacheDirectory, "linux-cloud", "lib", "modules");
+        var found = Directory.Exists(modules) ? Directory.GetDirectories(modules).Select(v => Path.Combine(v, relativePath)).Where(File.Exists).ToArray() : [];
+        found.Should().ContainSingle(
+            $"{relativePath} of Debian's linux-image-cloud-amd64 is needed in {modules}: run ./test.sh, which fetches the kernel package (apt-get download linux-image-<version>-unsigned, then dpkg -x into {Path.Combine(CacheDirectory, "linux-cloud")})");
+        return found[0];
+    }
+
     private static string Kernel(string folder, string meta)
     {
         var boot = Path.Combine(CacheDirectory, folder, "boot");

@@ -47,6 +47,13 @@ internal static class Ext2Image
     public static async Task<string> ReadFileAsync(string imagePath, string path, CancellationToken ct = default) =>
         await RunAsync(Find("debugfs"), ["-R", $"cat /{path}", imagePath], ct);
 
+    /// <summary>
+    /// Checks an image read-only with <c>e2fsck -fn</c>: returns its report when the file system is
+    /// clean, throws with the report when e2fsck finds anything (a non-zero exit).
+    /// </summary>
+    public static async Task<string> CheckAsync(string imagePath, CancellationToken ct = default) =>
+        await RunAsync(Find("e2fsck"), ["-fn", imagePath], ct);
+
     private static string Find(string tool)
     {
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Concat(["/usr/sbin", "/sbin"]))

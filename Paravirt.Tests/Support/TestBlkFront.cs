@@ -121,12 +121,13 @@ public sealed class TestBlkFront
         return true;
     }
 
-    /// <summary>Closing, wait for the backend to close, Closed (blkfront's disconnect).</summary>
+    /// <summary>Closing, wait for the backend's Closing, Closed, wait for its Closed (blkfront's disconnect).</summary>
     public void Close()
     {
         SwitchState(XenbusState.Closing);
-        WaitBackend(XenbusState.Closed);
+        WaitBackend(XenbusState.Closing);
         SwitchState(XenbusState.Closed);
+        WaitBackend(XenbusState.Closed);
         Hypercall(EventChannel.EVTCHNOP_close, new evtchn_close { port = Port });
     }
 

@@ -38,6 +38,13 @@ public sealed class XenBusBackendOptions
 /// <c>state</c> node is watched and the backend's own <c>state</c> follows
 /// Initialising → InitWait → Connected → Closing → Closed (→ InitWait on reconnect).
 /// </summary>
+/// <remarks>
+/// Closing takes two steps, as in Linux's blkback and netback: a frontend that goes Closing gets
+/// the device disconnected and the backend to Closing, and stays there until the frontend goes
+/// Closed; only then is the backend Closed. A frontend shutting down (Linux's
+/// <c>xenbus_dev_shutdown</c>) waits for the backend's Closing and never goes Closed, so a backend
+/// that went straight to Closed would leave it waiting out its timeout.
+/// </remarks>
 public sealed class XenBusBackendDevice : IAsyncDisposable
 {
     private readonly HostXenStore store;
@@ -230,24 +237,39 @@ public sealed class XenBusBackendDevice : IAsyncDisposable
             case XenbusState.Initialised or XenbusState.Connected when State == XenbusState.InitWait:
                 await ConnectAsync().ConfigureAwait(false);
                 break;
-            case XenbusState.Closing or XenbusState.Closed when State is not XenbusState.Closed:
-                if (State == XenbusState.Connected)
-                {
-                    await DisconnectAsync().ConfigureAwait(false);
-                }
-
-                if (State != XenbusState.Closing)
-                {
-                    SwitchState(XenbusState.Closing);
-                }
-
-                SwitchState(XenbusState.Closed);
+            case XenbusState.Closing when State is not (XenbusState.Closing or XenbusState.Closed):
+                await CloseAsync(closed: false).ConfigureAwait(false);
                 break;
-            case XenbusState.Initialising or XenbusState.Unknown when State == XenbusState.Closed && raw is not null:
-                WriteFeaturesAndInitWait(); // reconnect: the frontend starts over
+            case XenbusState.Closed when State is not XenbusState.Closed:
+                await CloseAsync(closed: true).ConfigureAwait(false);
+                break;
+            case XenbusState.Initialising or XenbusState.Unknown when State is XenbusState.Closed or XenbusState.Closing && raw is not null:
+                // Reconnect: the frontend starts over. From Closing it went Closed and on before
+                // this watch fired (a watch reports the node, not every value it held).
+                await CloseAsync(closed: true).ConfigureAwait(false);
+                WriteFeaturesAndInitWait();
                 break;
             default:
                 break;
+        }
+    }
+
+    /// <summary>Disconnects a connected device, then Closing, and Closed when the frontend is (<paramref name="closed"/>).</summary>
+    private async Task CloseAsync(bool closed)
+    {
+        if (State == XenbusState.Connected)
+        {
+            await DisconnectAsync().ConfigureAwait(false);
+        }
+
+        if (State is not (XenbusState.Closing or XenbusState.Closed))
+        {
+            SwitchState(XenbusState.Closing);
+        }
+
+        if (closed && State != XenbusState.Closed)
+        {
+            SwitchState(XenbusState.Closed);
         }
     }
 

@@ -125,8 +125,9 @@ public sealed class NetBackTests : IDisposable
                 f.Fill(round, 0, Frame(SinkMac, GuestMac, (byte)round));
                 f.Transmit(new netif_tx_request { gref = f.GrantPage(round, readOnly: true), size = 100, id = (ushort)round }).Single().status.Should().Be((short)Netif.NETIF_RSP_OKAY);
                 f.SwitchState(XenbusState.Closing);
-                f.WaitBackend(s => s == XenbusState.Closed);
+                f.WaitBackend(s => s == XenbusState.Closing);
                 f.SwitchState(XenbusState.Closed);
+                f.WaitBackend(s => s == XenbusState.Closed);
                 f.SwitchState(XenbusState.Initialising);
             }
         });
