@@ -1,4 +1,3 @@
-using System.IO.Pipelines;
 using System.Text;
 using Paravirt.Core.Backends.Block;
 using Paravirt.Core.Boot;
@@ -26,11 +25,7 @@ public sealed class LinuxBlockFrontTests : IDisposable
 
     private readonly Hypervisor hv = new(new HypervisorOptions { MemoryMiB = 400 });
 
-    public void Dispose()
-    {
-        hv.Dispose();
-        _appended.Dispose();
-    }
+    public void Dispose() => hv.Dispose();
 
     [Fact]
     public async Task Linux_Blkfront_Mounts_Writes_Unloads_Reconnects_And_Shuts_Down_Cleanly_With_The_Files_In_The_Image()
@@ -78,7 +73,7 @@ public sealed class LinuxBlockFrontTests : IDisposable
                 await File.ReadAllBytesAsync(DebianLinux.CloudKernel, ct),
                 ramdisk);
             var first = d.AttachDisk("xvda", BlockDevice.OpenFile(image, writable: true));
-            var console = CollectAsync(d.Console.Output, ct);
+            using var console = new ConsoleWatcher(d.Console.Output, ct);
             PvKernelStart.Start(d, boot);
 
             // The driver let the device go (Closed) and was unloaded: detach the disk, as
@@ -86,17 +81,17 @@ public sealed class LinuxBlockFrontTests : IDisposable
             // (`xl block-attach`); the reloaded driver finds the new vbd and connects afresh.
             // (Linux's xenbus_dev_remove leaves a driver without allow_rebind Closed: the same
             // device object does not connect twice, so the toolstack makes a new one.)
-            await WaitForAsync(d, $"UNLOADED-{mark}", ct);
+            await console.WaitForAsync(d, $"UNLOADED-{mark}", Bound, ct);
             hv.XenStore.Read(first.BackendPath + "/state").Should().Be("6", "the backend is Closed once the frontend is (blkback's frontend_changed)");
             await first.DisposeAsync();
             await d.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
-            await WaitForAsync(d, $"DETACHED-{mark}", ct);
+            await console.WaitForAsync(d, $"DETACHED-{mark}", Bound, ct);
             await using var second = d.AttachDisk("xvda", BlockDevice.OpenFile(image, writable: true));
             await d.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
 
             var exit = await d.WaitForShutdownAsync(ct).WaitAsync(Bound, ct);
             d.Destroy();
-            var text = await console.WaitAsync(Bound, ct);
+            var text = await console.Completed.WaitAsync(Bound, ct);
 
             exit.State.Should().Be(DomainState.Shutdown, $"the init script ends with poweroff -f; it ended {exit} with console:\n{text}");
             text.Should().Contain($"seed-{mark}", "the first mount read the disk")
@@ -117,55 +112,6 @@ public sealed class LinuxBlockFrontTests : IDisposable
         finally
         {
             Directory.Delete(dir, recursive: true);
-        }
-    }
-
-    private readonly StringBuilder _seen = new();
-    private readonly SemaphoreSlim _appended = new(0);
-
-    private string Seen()
-    {
-        lock (_seen)
-        {
-            return _seen.ToString();
-        }
-    }
-
-    /// <summary>Waits (bounded) until the console shows <paramref name="wanted"/>; woken by each append, not by a timer.</summary>
-    private async Task WaitForAsync(Domain d, string wanted, CancellationToken ct)
-    {
-        var deadline = DateTime.UtcNow + Bound;
-        while (!Seen().Contains(wanted, StringComparison.Ordinal) && d.Exit is null)
-        {
-            var left = deadline - DateTime.UtcNow;
-            if (left <= TimeSpan.Zero || !await _appended.WaitAsync(left, ct))
-            {
-                break;
-            }
-        }
-
-        Seen().Should().Contain(wanted, $"Linux should print it within {Bound.TotalMinutes} min (domain {d.Exit?.ToString() ?? "running"}); the console so far:\n{Seen()}");
-    }
-
-    private async Task<string> CollectAsync(PipeReader reader, CancellationToken ct)
-    {
-        while (true)
-        {
-            var result = await reader.ReadAsync(ct);
-            foreach (var segment in result.Buffer)
-            {
-                lock (_seen)
-                {
-                    _seen.Append(Encoding.Latin1.GetString(segment.Span));
-                }
-            }
-
-            reader.AdvanceTo(result.Buffer.End);
-            _appended.Release();
-            if (result.IsCompleted)
-            {
-                return Seen();
-            }
         }
     }
 }

@@ -29,7 +29,7 @@ public sealed partial class LinuxBootTests : IDisposable
     public void Dispose()
     {
         hv.Dispose();
-        _appended.Dispose();
+        _consoles.ForEach(c => c.Dispose());
     }
 
     private static byte[] Initramfs(string init) => Support.Initramfs.Busybox(DebianLinux.Busybox, init, Applets).ToGzip();
@@ -41,16 +41,15 @@ public sealed partial class LinuxBootTests : IDisposable
         {body}
         """;
 
-    private (Domain Domain, Task<string> Console, StringBuilder Seen) Boot(string kernel, byte[] ramdisk, int vcpus, CancellationToken ct)
+    private (Domain Domain, ConsoleWatcher Console) Boot(string kernel, byte[] ramdisk, int vcpus, CancellationToken ct)
     {
         var (d, boot) = hv.CreatePvDomain(
             new DomainConfig { Name = $"linux-{vcpus}", MemoryMiB = 256, Vcpus = vcpus, AutoTranslated = false, CommandLine = "console=hvc0" },
             File.ReadAllBytes(kernel),
             ramdisk);
-        var seen = new StringBuilder();
-        var console = CollectAsync(d.Console.Output, seen, ct);
+        var console = Watch(d, ct);
         PvKernelStart.Start(d, boot);
-        return (d, console, seen);
+        return (d, console);
     }
 
     [Fact]
@@ -59,7 +58,7 @@ public sealed partial class LinuxBootTests : IDisposable
         var ct = TestContext.Current.CancellationToken;
         var marker = $"PARAVIRT-{Guid.NewGuid():N}";
         var free = hv.Frames.FreeFrames;
-        var (d, console, seen) = Boot(DebianLinux.CloudKernel, Initramfs(Init($"""
+        var (d, console) = Boot(DebianLinux.CloudKernel, Initramfs(Init($"""
             echo "{marker} init"
             echo "lines=$(seq 1 500 | wc -l)"
             echo paravirt | tr a-z A-Z
@@ -68,14 +67,14 @@ public sealed partial class LinuxBootTests : IDisposable
             exec sh
             """)), vcpus: 1, ct);
 
-        await WaitForAsync(d, seen, $"{marker} ready", ct);
+        await console.WaitForAsync(d, $"{marker} ready", Bound, ct);
         await d.Console.Input.WriteAsync(Encoding.ASCII.GetBytes("echo typed-$((6*7))\n"), ct);
-        await WaitForAsync(d, seen, "typed-42", ct); // computed by the guest's shell, not the terminal's echo of the line
+        await console.WaitForAsync(d, "typed-42", Bound, ct); // computed by the guest's shell, not the terminal's echo of the line
         await d.Console.Input.WriteAsync("poweroff -f\n"u8.ToArray(), ct);
 
         var exit = await d.WaitForShutdownAsync(ct).WaitAsync(Bound, ct);
         d.Destroy();
-        var text = await console.WaitAsync(Bound, ct);
+        var text = await console.Completed.WaitAsync(Bound, ct);
         exit.State.Should().Be(DomainState.Shutdown, $"poweroff -f is SCHEDOP_shutdown(poweroff); it ended {exit} with console:\n{text}");
         exit.ShutdownCode.Should().Be(Sched.SHUTDOWN_poweroff);
         text.Should().Contain("Hypervisor detected: Xen PV").And.Contain("Run /init as init process").And.Contain($"{marker} init")
@@ -89,7 +88,7 @@ public sealed partial class LinuxBootTests : IDisposable
     public async Task The_Generic_Kernel_On_Two_Vcpus_Sees_Both_Runs_Work_On_Each_And_Reboots()
     {
         var ct = TestContext.Current.CancellationToken;
-        var (d, console, seen) = Boot(DebianLinux.GenericKernel, Initramfs(Init("""
+        var (d, console) = Boot(DebianLinux.GenericKernel, Initramfs(Init("""
             echo "nproc=$(nproc)"
             for cpu in 0 1; do taskset -c $cpu sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo "counted on $(grep -c processor /proc/cpuinfo) cpus"'; done
             grep '^cpu[01] ' /proc/stat
@@ -98,7 +97,7 @@ public sealed partial class LinuxBootTests : IDisposable
 
         var exit = await d.WaitForShutdownAsync(ct).WaitAsync(Bound, ct);
         d.Destroy();
-        var text = await console.WaitAsync(Bound, ct);
+        var text = await console.Completed.WaitAsync(Bound, ct);
         exit.State.Should().Be(DomainState.Shutdown, $"reboot -f is SCHEDOP_shutdown(reboot); it ended {exit} with console:\n{text}");
         exit.ShutdownCode.Should().Be(Sched.SHUTDOWN_reboot);
         text.Should().Contain("smp: Brought up 1 node, 2 CPUs").And.Contain("nproc=2");
@@ -117,11 +116,11 @@ public sealed partial class LinuxBootTests : IDisposable
     public async Task A_Kernel_Panic_Crashes_The_Domain()
     {
         var ct = TestContext.Current.CancellationToken;
-        var (d, console, _) = Boot(DebianLinux.CloudKernel, Initramfs(Init("echo c > /proc/sysrq-trigger")), vcpus: 1, ct);
+        var (d, console) = Boot(DebianLinux.CloudKernel, Initramfs(Init("echo c > /proc/sysrq-trigger")), vcpus: 1, ct);
 
         var exit = await d.WaitForShutdownAsync(ct).WaitAsync(Bound, ct);
         d.Destroy();
-        var text = await console.WaitAsync(Bound, ct);
+        var text = await console.Completed.WaitAsync(Bound, ct);
         exit.State.Should().Be(DomainState.Crashed, $"a panic ends in SCHEDOP_shutdown(crash); it ended {exit} with console:\n{text}");
         text.Should().Contain("sysrq: Trigger a crash").And.Contain("Kernel panic");
     }
@@ -146,13 +145,12 @@ public sealed partial class LinuxBootTests : IDisposable
             var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = "pvgrub-linux", MemoryMiB = 256, AutoTranslated = false }, EndToEnd.PvGrubEndToEndTests.ReadGrub());
             await using (var disk = d.AttachDisk("xvda", BlockDevice.OpenFile(image, writable: false)))
             {
-                var seen = new StringBuilder();
-                var console = CollectAsync(d.Console.Output, seen, ct);
+                var console = Watch(d, ct);
                 PvKernelStart.Start(d, boot);
 
                 var exit = await d.WaitForShutdownAsync(ct).WaitAsync(TimeSpan.FromMinutes(8), ct);
                 d.Destroy();
-                var text = await console.WaitAsync(Bound, ct);
+                var text = await console.Completed.WaitAsync(Bound, ct);
                 exit.State.Should().Be(DomainState.Shutdown, $"Linux's poweroff -f after GRUB's boot; it ended {exit} with console:\n{text}");
                 text.Should().Contain("Welcome to GRUB!").And.Contain("Run /init as init process").And.Contain(marker);
                 d.Meter.BlockBytesRead.Should().BeGreaterThan(kernel.Length, "GRUB read the kernel from the disk through blkback");
@@ -172,51 +170,12 @@ public sealed partial class LinuxBootTests : IDisposable
     [GeneratedRegex(@"^cpu(?<cpu>[01]) (?<user>\d+) \d+ (?<system>\d+) ", RegexOptions.Multiline)]
     private static partial Regex CpuStat();
 
-    private readonly SemaphoreSlim _appended = new(0);
+    private readonly List<ConsoleWatcher> _consoles = [];
 
-    /// <summary>Waits (bounded) until the console shows <paramref name="wanted"/>; woken by each append, not by a timer.</summary>
-    private async Task WaitForAsync(Domain d, StringBuilder seen, string wanted, CancellationToken ct)
+    private ConsoleWatcher Watch(Domain d, CancellationToken ct)
     {
-        var deadline = DateTime.UtcNow + Bound;
-        while (!Snapshot(seen).Contains(wanted, StringComparison.Ordinal) && d.Exit is null)
-        {
-            var left = deadline - DateTime.UtcNow;
-            if (left <= TimeSpan.Zero || !await _appended.WaitAsync(left, ct))
-            {
-                break;
-            }
-        }
-
-        Snapshot(seen).Should().Contain(wanted, $"Linux should print it within {Bound.TotalMinutes} min (domain {d.Exit?.ToString() ?? "running"}); the console so far:\n{Snapshot(seen)}");
-    }
-
-    private static string Snapshot(StringBuilder seen)
-    {
-        lock (seen)
-        {
-            return seen.ToString();
-        }
-    }
-
-    private async Task<string> CollectAsync(PipeReader reader, StringBuilder seen, CancellationToken ct)
-    {
-        while (true)
-        {
-            var result = await reader.ReadAsync(ct);
-            foreach (var segment in result.Buffer)
-            {
-                lock (seen)
-                {
-                    seen.Append(Encoding.Latin1.GetString(segment.Span));
-                }
-            }
-
-            reader.AdvanceTo(result.Buffer.End);
-            _appended.Release();
-            if (result.IsCompleted)
-            {
-                return Snapshot(seen);
-            }
-        }
+        var console = new ConsoleWatcher(d.Console.Output, ct);
+        _consoles.Add(console);
+        return console;
     }
 }
