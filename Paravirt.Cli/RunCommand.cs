@@ -52,6 +52,9 @@ internal static class RunCommand
 
         /// <summary><c>--symbols FILE</c>: a System.map or kallsyms listing that names the profile's addresses.</summary>
         public string? SymbolsPath { get; init; }
+
+        /// <summary><c>--profile-from TEXT</c>: the profile starts afresh when the console first shows TEXT.</summary>
+        public string? ProfileFrom { get; init; }
     }
 
     public static Command Create(Func<Stream> stdin)
@@ -70,6 +73,7 @@ internal static class RunCommand
         var trace = new Option<string?>("--trace") { Description = "Write a per-vCPU trace of every hypercall (arguments, result) and every exception or event bounced to the guest to FILE" };
         var profile = new Option<string?>("--profile") { Description = "Sample where the guest's machine code spends its instructions and write the report (most first) to FILE when the run ends" };
         var symbols = new Option<string?>("--symbols") { Description = "With --profile: a System.map or /proc/kallsyms listing that names the sampled addresses" };
+        var profileFrom = new Option<string?>("--profile-from") { Description = "With --profile: start the profile afresh when the guest's console first shows TEXT (e.g. a line the guest prints before the phase to measure)" };
         var vcpus = new Option<int?>("--vcpus") { Description = "With --kernel: the number of vCPUs (default 1); the kernel brings up the others with VCPUOP_initialise/up" };
         var command = new Command(
             "run",
@@ -92,6 +96,7 @@ internal static class RunCommand
         command.Options.Add(verbose);
         command.Options.Add(trace);
         command.Options.Add(profile);
+        command.Options.Add(profileFrom);
         command.Options.Add(symbols);
         command.Validators.Add(result =>
         {
@@ -128,6 +133,7 @@ internal static class RunCommand
                 TracePath = parse.GetValue(trace),
                 ProfilePath = parse.GetValue(profile),
                 SymbolsPath = parse.GetValue(symbols),
+                ProfileFrom = parse.GetValue(profileFrom),
             },
             parse.InvocationConfiguration.Output,
             parse.InvocationConfiguration.Error,
@@ -233,7 +239,10 @@ internal static class RunCommand
 
         await using (control.ConfigureAwait(false))
         {
-            var session = new Session(spec, hv, output, error, options.MaxRestarts);
+            var console = guestProfile is not null && options.ProfileFrom is { Length: > 0 } from
+                ? new Host.MarkerWriter(output, from, guestProfile.Reset)
+                : output;
+            var session = new Session(spec, hv, console, error, options.MaxRestarts);
             var input2 = input is null ? Task.CompletedTask : session.PumpInputAsync(input, signalled.Token);
             var code = await session.RunAsync(signalled.Token).ConfigureAwait(false);
             _ = input2; // stdin may stay open: the copy ends with the process, never awaited
@@ -242,6 +251,13 @@ internal static class RunCommand
                 try
                 {
                     await using var report = File.CreateText(profilePath);
+                    if (console is Host.MarkerWriter marker)
+                    {
+                        await report.WriteLineAsync(marker.Seen
+                            ? $"# from the first \"{options.ProfileFrom}\" on the console on"
+                            : $"# \"{options.ProfileFrom}\" never appeared on the console: the whole run").ConfigureAwait(false);
+                    }
+
                     guestProfile.WriteReport(report, symbolTable);
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)

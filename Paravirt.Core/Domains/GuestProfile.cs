@@ -28,6 +28,16 @@ public sealed class GuestProfile
         }
     }
 
+    /// <summary>Forgets everything recorded so far: the report then covers only what runs after (a phase of a run).</summary>
+    public void Reset()
+    {
+        lock (_lock)
+        {
+            _byRip.Clear();
+            Instructions = 0;
+        }
+    }
+
     /// <summary>Instructions per function (or per address without symbols), most first.</summary>
     public IReadOnlyList<(string Where, long Instructions)> ByFunction(GuestSymbols? symbols)
     {

@@ -67,6 +67,17 @@ public sealed class RunKernelTests : IDisposable
         var report = System.IO.File.ReadAllLines(profile);
         report[0].Should().MatchRegex(@"^# [\d,]+ guest instructions sampled at slice ends$");
         report.Should().Contain(l => l.EndsWith("100.00%  grub_all", StringComparison.Ordinal), "every sample of GRUB's code (above 0x1) resolves to the one symbol");
+        var whole = Instructions(report);
+
+        // The same run profiled only from a line GRUB prints part way: fewer instructions, said so.
+        var from = await Run("--kernel", RealKernel.Path(), "--memory", "32", "--disk", disk, "--profile", profile, "--profile-from", "Welcome to GRUB!");
+        from.Exit.Should().Be(ExitCodes.Ok, from.Err);
+        var phase = System.IO.File.ReadAllLines(profile);
+        phase[0].Should().Be("# from the first \"Welcome to GRUB!\" on the console on");
+        Instructions(phase).Should().BePositive().And.BeLessThan(whole, "what GRUB ran before its welcome line is left out");
+        var never = await Run("--kernel", RealKernel.Path(), "--memory", "32", "--disk", disk, "--profile", profile, "--profile-from", "no such line");
+        never.Exit.Should().Be(ExitCodes.Ok, never.Err);
+        System.IO.File.ReadAllLines(profile)[0].Should().Be("# \"no such line\" never appeared on the console: the whole run");
         var bad = await Run("--kernel", RealKernel.Path(), "--trace", Path.Combine(dir, "no", "such", "dir", "t.txt"));
         bad.Exit.Should().Be(ExitCodes.SetupFailed);
         bad.Err.Should().Contain("--trace").And.Contain("expected a writable path");
@@ -186,4 +197,8 @@ public sealed class RunKernelTests : IDisposable
         managed.Should().Throw<ConfigException>().WithMessage("a.cfg:3: a ramdisk is given for a managed guest; expected ramdisk only with kernel = \"FILE\", a PV kernel image");
         DomainSpec.Parse("name='a'\nkernel='/k'\nroot='/dev/xvda1'\nextra='ro quiet'\n", "a.cfg", "/").CommandLine.Should().Be("root=/dev/xvda1 ro quiet", "xl composes root= and extra");
     }
+
+    /// <summary>The instruction count in a profile report's header line.</summary>
+    private static long Instructions(string[] report) =>
+        long.Parse(report.First(l => l.Contains(" guest instructions sampled at slice ends", StringComparison.Ordinal)).Split(' ')[1], System.Globalization.NumberStyles.AllowThousands, System.Globalization.CultureInfo.InvariantCulture);
 }

@@ -45,4 +45,16 @@ public sealed class GuestProfileTests
         profile.WriteReport(report, symbols);
         report.ToString().Should().Contain("46,000 guest instructions").And.Contain("86.96%  xen_vmalloc_p2m_tree");
     }
+
+    [Fact]
+    public void Reset_Forgets_What_Was_Recorded_So_The_Report_Covers_What_Follows()
+    {
+        var profile = new GuestProfile();
+        profile.Record(0xffffffff81001010, 1000);
+        profile.Reset();
+        profile.Record(0xffffffff81002010, 30);
+
+        profile.Instructions.Should().Be(30);
+        profile.ByFunction(GuestSymbols.Parse(new StringReader(Map))).Should().Equal([("mpihelp_submul_1", 30L)]);
+    }
 }
