@@ -44,7 +44,7 @@ internal sealed class DecodedBlock
 /// </summary>
 internal sealed class CodeCache
 {
-    private const int Slots = 4096;
+    private const int Slots = 16384;
     private const int MaxInstructions = 64;
 
     private readonly DecodedBlock?[] _slots = new DecodedBlock?[Slots];
