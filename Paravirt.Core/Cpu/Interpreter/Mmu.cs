@@ -104,16 +104,24 @@ internal sealed unsafe class Mmu
             return TranslateStatus.Ok;
         }
 
-        var vpn = la >> 12;
-        ref var e = ref _tlb[(int)(vpn & (TlbSize - 1))];
-        var bit = (byte)(1 << ((int)access + (_cpu.Cpl == 3 ? 3 : 0)));
-        if (e.Tag == vpn + 1 && (e.Allowed & bit) != 0 && (access != Access.Write || e.Dirty))
+        ref var e = ref Hit(la, access);
+        if (!Unsafe.IsNullRef(ref e))
         {
             pa = e.PageBase | (la & 0xFFF);
             return TranslateStatus.Ok;
         }
 
         return Walk(la, access, out pa, out errorCode);
+    }
+
+    /// <summary>The TLB entry that allows <paramref name="access"/> to <paramref name="la"/> at the current CPL (a write needs D set), or a null reference.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref Entry Hit(ulong la, Access access)
+    {
+        var vpn = la >> 12;
+        ref var e = ref _tlb[(int)(vpn & (TlbSize - 1))];
+        var bit = (byte)(1 << ((int)access + (_cpu.Cpl == 3 ? 3 : 0)));
+        return ref e.Tag == vpn + 1 && (e.Allowed & bit) != 0 && (access != Access.Write || e.Dirty) ? ref e : ref Unsafe.NullRef<Entry>();
     }
 
     /// <summary>How many flushes (of any kind) there were: what was translated before may no longer hold.</summary>
@@ -133,10 +141,8 @@ internal sealed unsafe class Mmu
             return null;
         }
 
-        var vpn = la >> 12;
-        ref var e = ref _tlb[(int)(vpn & (TlbSize - 1))];
-        var bit = (byte)(1 << ((int)access + (_cpu.Cpl == 3 ? 3 : 0)));
-        if (e.Tag != vpn + 1 || (e.Allowed & bit) == 0 || (access == Access.Write && !e.Dirty) || e.Host == 0)
+        ref var e = ref Hit(la, access);
+        if (Unsafe.IsNullRef(ref e) || e.Host == 0)
         {
             return null;
         }

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Iced.Intel;
@@ -559,13 +558,7 @@ public sealed partial class X86Interpreter
             var p = _mmu.TryDirect(la, Access.Read, out _);
             if (p != null)
             {
-                return size switch
-                {
-                    1 => *p,
-                    2 => BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(p, 2)),
-                    4 => BinaryPrimitives.ReadUInt32LittleEndian(new ReadOnlySpan<byte>(p, 4)),
-                    _ => BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(p, 8)),
-                };
+                return GuestWords.Read(p, size);
             }
 
             var pa = Translate(la, Access.Read);
@@ -588,14 +581,7 @@ public sealed partial class X86Interpreter
             var p = _mmu.TryDirect(la, Access.Write, out var direct);
             if (p != null)
             {
-                switch (size)
-                {
-                    case 1: *p = (byte)value; break;
-                    case 2: BinaryPrimitives.WriteUInt16LittleEndian(new Span<byte>(p, 2), (ushort)value); break;
-                    case 4: BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(p, 4), (uint)value); break;
-                    default: BinaryPrimitives.WriteUInt64LittleEndian(new Span<byte>(p, 8), value); break;
-                }
-
+                GuestWords.Write(p, size, value);
                 NoteWrite(direct);
                 return;
             }

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Paravirt.Core.Cpu.Interpreter;
 
 namespace Paravirt.Core.Memory.Pv;
@@ -43,13 +42,7 @@ public sealed unsafe class DomainMachineBus : IDirectMemoryBus
             return false;
         }
 
-        value = size switch
-        {
-            1 => *p,
-            2 => BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(p, 2)),
-            4 => BinaryPrimitives.ReadUInt32LittleEndian(new ReadOnlySpan<byte>(p, 4)),
-            _ => BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(p, 8)),
-        };
+        value = GuestWords.Read(p, size);
         return true;
     }
 
@@ -60,14 +53,7 @@ public sealed unsafe class DomainMachineBus : IDirectMemoryBus
             return false;
         }
 
-        switch (size)
-        {
-            case 1: *p = (byte)value; break;
-            case 2: BinaryPrimitives.WriteUInt16LittleEndian(new Span<byte>(p, 2), (ushort)value); break;
-            case 4: BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(p, 4), (uint)value); break;
-            default: BinaryPrimitives.WriteUInt64LittleEndian(new Span<byte>(p, 8), value); break;
-        }
-
+        GuestWords.Write(p, size, value);
         return true;
     }
 
