@@ -457,6 +457,7 @@ internal static class RunCommand
                         Mac = mac,
                         DevId = (uint)i,
                         RateBytesPerSecond = v.Spec.Rate?.BytesPerSecond,
+                        Ips = v.Spec.Ips,
                         RateInterval = v.Spec.Rate is { } rate ? TimeSpan.FromMicroseconds(rate.IntervalMicroseconds) : TimeSpan.FromMicroseconds(VifRate.DefaultIntervalMicroseconds),
                         Log = m => error.WriteLine($"paravirt: {m}"),
                     }));

@@ -25,7 +25,13 @@ internal sealed record VifSpec(string Bridge, byte[]? Mac, VifRate? Rate)
 {
     public const string DefaultBridge = "xenbr0";
 
-    private static readonly string[] OtherKeys = ["model", "type", "vifname", "script", "ip", "backend", "devid", "mtu", "gatewaydev"];
+    private static readonly string[] OtherKeys = ["model", "type", "vifname", "script", "backend", "devid", "mtu", "gatewaydev"];
+
+    /// <summary>
+    /// <c>ip=</c>: the IPv4 addresses the guest may send from (space-separated), enforced by the
+    /// switch as Xen's vif scripts enforce them with iptables; empty when not given (any source).
+    /// </summary>
+    public IReadOnlyList<System.Net.IPAddress> Ips { get; init; } = [];
 
     /// <summary>The MAC as xl writes it (lower-case hex, colons), or null.</summary>
     public string? MacText => Mac is null ? null : string.Join(':', Mac.Select(b => b.ToString("x2", CultureInfo.InvariantCulture)));
@@ -37,6 +43,7 @@ internal sealed record VifSpec(string Bridge, byte[]? Mac, VifRate? Rate)
         string? bridge = null;
         byte[]? mac = null;
         VifRate? rate = null;
+        IReadOnlyList<System.Net.IPAddress> ips = [];
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var raw in spec.Split(','))
         {
@@ -70,17 +77,36 @@ internal sealed record VifSpec(string Bridge, byte[]? Mac, VifRate? Rate)
                 case "rate":
                     rate = ParseRate(value);
                     break;
+                case "ip":
+                    ips = ParseIps(value);
+                    break;
                 default:
                     if (!OtherKeys.Contains(key))
                     {
-                        throw new FormatException($"'{key}' is not a vif keyword; expected bridge, mac, rate, {string.Join(", ", OtherKeys)}");
+                        throw new FormatException($"'{key}' is not a vif keyword; expected bridge, mac, rate, ip, {string.Join(", ", OtherKeys)}");
                     }
 
                     break; // known to xl; nothing for paravirt's switch to do with it
             }
         }
 
-        return new VifSpec(bridge ?? DefaultBridge, mac, rate);
+        return new VifSpec(bridge ?? DefaultBridge, mac, rate) { Ips = ips };
+    }
+
+    private static System.Net.IPAddress[] ParseIps(string text)
+    {
+        var list = new List<System.Net.IPAddress>();
+        foreach (var word in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!System.Net.IPAddress.TryParse(word, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork || word.Count(c => c == '.') != 3)
+            {
+                throw new FormatException($"ip '{word}' is not an IPv4 address; expected dotted quads separated by spaces, e.g. ip=10.0.0.2 (Xen's vif scripts filter IPv4 only)");
+            }
+
+            list.Add(ip);
+        }
+
+        return list.Count > 0 ? [.. list] : throw new FormatException("ip is empty; expected one or more IPv4 addresses separated by spaces");
     }
 
     private static byte[] ParseMac(string text)

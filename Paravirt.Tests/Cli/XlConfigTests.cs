@@ -145,6 +145,8 @@ public sealed class XlConfigTests
         var plain = VifSpec.Parse("");
         (plain.Bridge, plain.Mac, plain.Rate).Should().Be(("xenbr0", null, null));
         VifSpec.Parse("model=rtl8139, mac=00:16:3e:00:00:01, trusted").Bridge.Should().Be("xenbr0");
+        plain.Ips.Should().BeEmpty("no ip= lets the guest send from any IPv4 address");
+        VifSpec.Parse("ip=10.0.0.2 10.0.0.3,bridge=br0").Ips.Select(a => a.ToString()).Should().Equal("10.0.0.2", "10.0.0.3");
     }
 
     [Theory]
@@ -161,6 +163,9 @@ public sealed class XlConfigTests
     [InlineData("colour=red", "'colour' is not a vif keyword")]
     [InlineData("br0", "'br0' is not key=value")]
     [InlineData("bridge=a,bridge=b", "'bridge' is given twice")]
+    [InlineData("ip=fe80::1", "ip 'fe80::1' is not an IPv4 address")]
+    [InlineData("ip=10.1", "ip '10.1' is not an IPv4 address")]
+    [InlineData("ip=", "ip is empty")]
     public void Bad_Vif_Specs_Say_What_Was_Wrong(string text, string message)
     {
         var act = () => VifSpec.Parse(text);

@@ -24,6 +24,7 @@ public sealed class NetBack : IAsyncDisposable
         DevId = devid;
         Mac = mac;
         _options = options;
+        SourcePolicy = new SourcePolicy(mac, options.Ips);
         _life = new BackendLifecycle<NetifConnection>(domain, "vif", $"netback vif{domain.Id}.{devid}", Counters, Log, DisposeAsync);
         if (options.RateBytesPerSecond is { } rate)
         {
@@ -55,6 +56,9 @@ public sealed class NetBack : IAsyncDisposable
 
     /// <summary>The guest's MAC address (the <c>mac</c> node).</summary>
     public MacAddress Mac { get; }
+
+    /// <summary>What the guest may send from: its MAC, and the <c>ip=</c> addresses if any.</summary>
+    internal SourcePolicy SourcePolicy { get; }
 
     /// <summary>Transmit credit per window (libxl's rate_bytes_per_interval), or null when unlimited.</summary>
     public long? CreditBytes { get; }
@@ -237,6 +241,7 @@ public sealed class NetBack : IAsyncDisposable
 
         var connection = NetifConnection.Open(this, txRef, rxRef, txPort, rxPort);
         _life.Adopt(connection, "rings are already connected");
+        connection.Source = SourcePolicy;
         try
         {
             Switch.Attach(connection);

@@ -20,6 +20,13 @@ public sealed record NicOptions
     /// <summary>Frames waiting for the guest's receive buffers at most (the vif's switch port queue); by default the switch's.</summary>
     public int? QueueFrames { get; init; }
 
+    /// <summary>
+    /// xl's <c>ip=</c>: the IPv4 addresses the guest may send from on this vif (with DHCP requests
+    /// always allowed), as Xen's vif scripts enforce with iptables; empty: any. Whatever the list,
+    /// the vif sends only from its own <see cref="Mac"/>.
+    /// </summary>
+    public IReadOnlyList<System.Net.IPAddress> Ips { get; init; } = [];
+
     /// <summary>Diagnostics: connects, refusals, bad requests, protocol errors.</summary>
     public Action<string>? Log { get; init; }
 }

@@ -9,6 +9,7 @@ namespace Paravirt.Core.Backends.Network;
 /// <param name="Invalid">Frames from this port the switch refused (shorter than 14 or longer than 1514 bytes).</param>
 /// <param name="Filtered">Frames from this port not forwarded because their destination was learned on this same port.</param>
 /// <param name="NotLearned">Source addresses not learned because the port already had its quota of learned addresses.</param>
+/// <param name="Spoofed">Frames from this port dropped by its <see cref="SourcePolicy"/>: a source MAC other than the vif's, or an IPv4 source outside its <c>ip=</c> list.</param>
 public readonly record struct SwitchPortStats(
     long FramesIn,
     long BytesIn,
@@ -17,7 +18,8 @@ public readonly record struct SwitchPortStats(
     long Dropped,
     long Invalid,
     long Filtered,
-    long NotLearned);
+    long NotLearned,
+    long Spoofed = 0);
 
 /// <summary>
 /// One port of a <see cref="VirtualSwitch"/>: a guest's vif (served by netback) or a host
@@ -37,6 +39,7 @@ public abstract class SwitchPort
     internal long Invalid;
     internal long Filtered;
     internal long NotLearned;
+    internal long Spoofed;
     private int _attached;
 
     private protected SwitchPort(VirtualSwitch @switch, string name, int queueFrames)
@@ -60,6 +63,12 @@ public abstract class SwitchPort
     /// <summary>True while the port is attached to its switch.</summary>
     public bool IsAttached => Volatile.Read(ref _attached) != 0;
 
+    /// <summary>
+    /// What the port may send from (anti-spoofing), or null for anything (a host endpoint). A vif's
+    /// is set by netback before the port joins the switch.
+    /// </summary>
+    internal SourcePolicy? Source { get; set; }
+
     /// <summary>Addresses the switch has learned on this port (changed under the switch's lock).</summary>
     internal int LearnedMacs;
 
@@ -71,7 +80,8 @@ public abstract class SwitchPort
         Interlocked.Read(ref Dropped),
         Interlocked.Read(ref Invalid),
         Interlocked.Read(ref Filtered),
-        Interlocked.Read(ref NotLearned));
+        Interlocked.Read(ref NotLearned),
+        Interlocked.Read(ref Spoofed));
 
     /// <summary>The frames waiting for this port (read by its one reader: netback's worker, or the host).</summary>
     internal FrameQueue Queue => _queue;

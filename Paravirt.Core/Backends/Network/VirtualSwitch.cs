@@ -11,6 +11,16 @@ public sealed record SwitchOptions
 
     /// <summary>Ports at most.</summary>
     public int MaxPorts { get; init; } = 1024;
+
+    /// <summary>
+    /// How long a learned address is kept without a frame from it (a Linux bridge's ageing_time,
+    /// 300 s by default); afterwards frames to it are flooded until it is heard again.
+    /// <see cref="Timeout.InfiniteTimeSpan"/>: never forgotten while its port is attached.
+    /// </summary>
+    public TimeSpan AgeingTime { get; init; } = TimeSpan.FromSeconds(300);
+
+    /// <summary>The clock ageing is measured on.</summary>
+    public TimeProvider Clock { get; init; } = TimeProvider.System;
 }
 
 /// <summary>
@@ -19,7 +29,10 @@ public sealed record SwitchOptions
 /// came from, forwards a unicast frame to the port its destination was learned on, and floods
 /// broadcast, multicast and unknown-destination frames to every other port; a frame never goes
 /// back out of the port it came in on. A port's learned addresses are forgotten when it
-/// detaches. Frames are raw Ethernet (destination, source, ethertype, payload; no FCS) of
+/// detaches, and any address is forgotten when nothing came from it for
+/// <see cref="SwitchOptions.AgeingTime"/>. A vif may send only from its own MAC (and, with an
+/// <c>ip=</c> list, only from those IPv4 addresses): other frames are dropped and counted
+/// (<see cref="SwitchPortStats.Spoofed"/>). Frames are raw Ethernet (destination, source, ethertype, payload; no FCS) of
 /// <see cref="MinFrameBytes"/>..<see cref="MaxFrameBytes"/> bytes. Each port has a bounded
 /// queue; a full queue drops and counts, never blocks the sender or other ports.
 /// Thread-safe: ports forward from their own threads.
@@ -33,7 +46,8 @@ public sealed class VirtualSwitch : IDisposable
     public const int MaxFrameBytes = 1514;
 
     private readonly Lock _lock = new();
-    private readonly Dictionary<ulong, SwitchPort> _table = [];
+    private readonly Dictionary<ulong, Learned> _table = [];
+    private readonly long _ageingTicks;
     private SwitchPort[] _ports = [];
     private bool _disposed;
 
@@ -46,6 +60,15 @@ public sealed class VirtualSwitch : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(Options.QueueFrames, 1, nameof(SwitchOptions.QueueFrames));
         ArgumentOutOfRangeException.ThrowIfLessThan(Options.MaxMacsPerPort, 0, nameof(SwitchOptions.MaxMacsPerPort));
         ArgumentOutOfRangeException.ThrowIfLessThan(Options.MaxPorts, 1, nameof(SwitchOptions.MaxPorts));
+        ArgumentNullException.ThrowIfNull(Options.Clock, nameof(SwitchOptions.Clock));
+        if (Options.AgeingTime != Timeout.InfiniteTimeSpan && Options.AgeingTime <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), Options.AgeingTime, "AgeingTime: a positive time, or Timeout.InfiniteTimeSpan for no ageing");
+        }
+
+        _ageingTicks = Options.AgeingTime == Timeout.InfiniteTimeSpan
+            ? long.MaxValue
+            : (long)Math.Min(Options.AgeingTime.TotalSeconds * Options.Clock.TimestampFrequency, long.MaxValue / 2);
     }
 
     /// <summary>The bridge name (libxl's <c>bridge</c> node of each vif on it).</summary>
@@ -56,24 +79,25 @@ public sealed class VirtualSwitch : IDisposable
     /// <summary>The ports attached now.</summary>
     public IReadOnlyList<SwitchPort> Ports => Volatile.Read(ref _ports);
 
-    /// <summary>Learned addresses now (all ports).</summary>
+    /// <summary>Learned addresses now (all ports; aged ones are not counted).</summary>
     public int LearnedAddresses
     {
         get
         {
             lock (_lock)
             {
-                return _table.Count;
+                var now = Options.Clock.GetTimestamp();
+                return _table.Values.Count(e => !Aged(e, now));
             }
         }
     }
 
-    /// <summary>The port <paramref name="mac"/> was learned on, or null.</summary>
+    /// <summary>The port <paramref name="mac"/> was learned on, or null (never learned, forgotten, or aged).</summary>
     public SwitchPort? PortOf(MacAddress mac)
     {
         lock (_lock)
         {
-            return _table.GetValueOrDefault(mac.Value);
+            return Lookup(mac.Value, Options.Clock.GetTimestamp());
         }
     }
 
@@ -124,9 +148,9 @@ public sealed class VirtualSwitch : IDisposable
             Volatile.Write(ref _ports, [.. _ports.Where(p => p != port)]);
             if (port.LearnedMacs > 0)
             {
-                foreach (var (mac, owner) in _table.ToArray())
+                foreach (var (mac, entry) in _table.ToArray())
                 {
-                    if (owner == port)
+                    if (entry.Port == port)
                     {
                         _table.Remove(mac);
                     }
@@ -158,6 +182,12 @@ public sealed class VirtualSwitch : IDisposable
             return false;
         }
 
+        if (ingress.Source is { } policy && !policy.Allows(frame))
+        {
+            Interlocked.Increment(ref ingress.Spoofed);
+            return true; // dropped, as the bridge's filter drops it: the sender is not told
+        }
+
         Interlocked.Increment(ref ingress.FramesIn);
         Interlocked.Add(ref ingress.BytesIn, frame.Length);
         var destination = MacAddress.Read(frame);
@@ -165,14 +195,15 @@ public sealed class VirtualSwitch : IDisposable
         SwitchPort? target = null;
         lock (_lock)
         {
+            var now = Options.Clock.GetTimestamp();
             if (!source.IsMulticast)
             {
-                Learn(source, ingress);
+                Learn(source, ingress, now);
             }
 
             if (!destination.IsMulticast)
             {
-                target = _table.GetValueOrDefault(destination.Value);
+                target = Lookup(destination.Value, now);
             }
         }
 
@@ -200,24 +231,45 @@ public sealed class VirtualSwitch : IDisposable
         return true;
     }
 
-    private void Learn(MacAddress source, SwitchPort ingress)
+    private bool Aged(Learned entry, long now) => now - entry.Seen > _ageingTicks;
+
+    /// <summary>The port <paramref name="mac"/> was learned on, forgetting it if it has aged (under the lock).</summary>
+    private SwitchPort? Lookup(ulong mac, long now)
     {
-        ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_table, source.Value);
-        if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref slot))
+        if (!_table.TryGetValue(mac, out var entry))
         {
-            if (slot == ingress)
+            return null;
+        }
+
+        if (!Aged(entry, now))
+        {
+            return entry.Port;
+        }
+
+        _table.Remove(mac);
+        entry.Port.LearnedMacs--;
+        return null;
+    }
+
+    private void Learn(MacAddress source, SwitchPort ingress, long now)
+    {
+        if (_table.TryGetValue(source.Value, out var entry))
+        {
+            if (entry.Port == ingress)
             {
+                entry.Seen = now;
                 return;
             }
 
-            if (ingress.LearnedMacs >= Options.MaxMacsPerPort)
+            if (ingress.LearnedMacs >= Options.MaxMacsPerPort && !ForgetAged(ingress, now))
             {
                 Interlocked.Increment(ref ingress.NotLearned);
                 return;
             }
 
-            slot.LearnedMacs--; // the address moved (a guest migrated, or another port claims it)
-            slot = ingress;
+            entry.Port.LearnedMacs--; // the address moved (a guest migrated, or another port claims it)
+            entry.Port = ingress;
+            entry.Seen = now;
             ingress.LearnedMacs++;
             return;
         }
@@ -227,14 +279,38 @@ public sealed class VirtualSwitch : IDisposable
             return;
         }
 
-        if (ingress.LearnedMacs >= Options.MaxMacsPerPort)
+        if (ingress.LearnedMacs >= Options.MaxMacsPerPort && !ForgetAged(ingress, now))
         {
             Interlocked.Increment(ref ingress.NotLearned);
             return;
         }
 
-        _table[source.Value] = ingress;
+        _table[source.Value] = new Learned(ingress, now);
         ingress.LearnedMacs++;
+    }
+
+    /// <summary>Forgets <paramref name="port"/>'s aged addresses (a port at its quota); true when that freed room.</summary>
+    private bool ForgetAged(SwitchPort port, long now)
+    {
+        var freed = false;
+        foreach (var (mac, entry) in _table)
+        {
+            if (entry.Port == port && Aged(entry, now))
+            {
+                _table.Remove(mac);
+                port.LearnedMacs--;
+                freed = true;
+            }
+        }
+
+        return freed;
+    }
+
+    /// <summary>One learned address: where it was heard, and when last (a timestamp of the switch's clock).</summary>
+    private sealed class Learned(SwitchPort port, long seen)
+    {
+        public SwitchPort Port = port;
+        public long Seen = seen;
     }
 
     /// <summary>Detaches every port (host endpoints then see the end of their frames).</summary>
