@@ -13,6 +13,7 @@ internal static class ManagedGuests
         new("hello", "greets, lists its devices, does a write-flush-read-compare on each writable disk, then powers off (extra: shutdown=poweroff|reboot|crash, crash-once)", () => new HelloGuest()),
         new("echo", "echoes each console input line until it reads 'poweroff' (or 'crash')", () => new EchoGuest()),
         new("netecho", "connects its first vif, broadcasts a hello (ethertype 0x88b6), sends each frame back to its sender until a stop frame (ethertype 0x88b6, byte 2) or frames=N echoed (extra: frames=N)", () => new NetEchoGuest()),
+        new("pingable", "connects its first vif and answers ARP and ICMP echo (ping) at ip=A.B.C.D, checking checksums; powers off after pings=N replies or a netecho stop frame (extra: ip=A.B.C.D pings=N)", () => new PingableGuest()),
         new("worker", "block roundtrip on each disk, XenStore keys written and read back, events over a loopback channel (extra: bytes=N keys=N events=N seed=N)", () => new WorkerGuest()),
         new("bomb", "allocates memory, event channels, grant frames and XenStore nodes without end, reports each limit with Xen's answer, then crashes (extra: hold, to keep it all until console input first)", () => new BombGuest()),
     ];
