@@ -22,6 +22,12 @@ if (args.Length > 0 && args[0] == "--linux-disk")
     return await Paravirt.Benchmarks.Linux.LinuxDiskBenchmarks.RunAsync(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 3);
 }
 
+// `--linux-net [N]`: a 16 MiB TCP stream between two Linux guests' own netfronts beside the host's loopback (not a BenchmarkDotNet run).
+if (args.Length > 0 && args[0] == "--linux-net")
+{
+    return await Paravirt.Benchmarks.Linux.LinuxNetBenchmarks.RunAsync(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 3);
+}
+
 // In process by default: each pair compares two methods of one class in one process, so a separate
 // generated project gains nothing and its build (minutes on a busy 2-core machine, past
 // BenchmarkDotNet's build timeout) would dwarf a short job. `--outOfProcess` restores the default.

@@ -3,9 +3,10 @@ using System.Globalization;
 namespace Paravirt.Core.Domains;
 
 /// <summary>
-/// A sampling profile of guest code on the interpreter: at the end of every slice the engine
-/// credits the slice's instructions to the rip it stopped at, so over a boot each address
-/// collects instructions in proportion to the time spent near it. Set
+/// A sampling profile of guest code on the interpreter: every <see cref="SampleInterval"/>
+/// instructions a vCPU runs, the engine stops at that very instruction and credits the interval
+/// to the rip it stopped at, so each address collects instructions in proportion to the
+/// instructions executed there (a uniform sample, whether the code between makes hypercalls or not). Set
 /// <see cref="HypervisorOptions.Profile"/> to record (<c>paravirt run --profile FILE</c>); a
 /// <see cref="GuestSymbols"/> table (System.map or /proc/kallsyms) turns addresses into functions.
 /// Thread-safe; one entry per distinct rip.
@@ -14,6 +15,9 @@ public sealed class GuestProfile
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, long> _byRip = [];
+
+    /// <summary>Instructions between two samples of one vCPU.</summary>
+    public const long SampleInterval = 10_000;
 
     /// <summary>Instructions recorded in all.</summary>
     public long Instructions { get; private set; }
@@ -59,7 +63,7 @@ public sealed class GuestProfile
     {
         ArgumentNullException.ThrowIfNull(writer);
         var total = Math.Max(1, Instructions);
-        writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# {Instructions:N0} guest instructions sampled at slice ends{(symbols is null ? "; no symbols (--symbols System.map or kallsyms)" : "")}"));
+        writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# {Instructions:N0} guest instructions, sampled every {SampleInterval:N0}{(symbols is null ? "; no symbols (--symbols System.map or kallsyms)" : "")}"));
         writer.WriteLine("# instructions    share  function");
         foreach (var (where, count) in ByFunction(symbols).Take(top))
         {

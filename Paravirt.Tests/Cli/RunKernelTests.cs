@@ -65,7 +65,7 @@ public sealed class RunKernelTests : IDisposable
         var profiled = await Run("--kernel", RealKernel.Path(), "--memory", "32", "--disk", disk, "--profile", profile, "--symbols", symbols);
         profiled.Exit.Should().Be(ExitCodes.Ok, profiled.Err);
         var report = System.IO.File.ReadAllLines(profile);
-        report[0].Should().MatchRegex(@"^# [\d,]+ guest instructions sampled at slice ends$");
+        report[0].Should().MatchRegex(@"^# [\d,]+ guest instructions, sampled every 10,000$");
         report.Should().Contain(l => l.EndsWith("100.00%  grub_all", StringComparison.Ordinal), "every sample of GRUB's code (above 0x1) resolves to the one symbol");
         var whole = Instructions(report);
 
@@ -200,5 +200,5 @@ public sealed class RunKernelTests : IDisposable
 
     /// <summary>The instruction count in a profile report's header line.</summary>
     private static long Instructions(string[] report) =>
-        long.Parse(report.First(l => l.Contains(" guest instructions sampled at slice ends", StringComparison.Ordinal)).Split(' ')[1], System.Globalization.NumberStyles.AllowThousands, System.Globalization.CultureInfo.InvariantCulture);
+        long.Parse(report.First(l => l.Contains(" guest instructions, sampled every ", StringComparison.Ordinal)).Split(' ')[1], System.Globalization.NumberStyles.AllowThousands, System.Globalization.CultureInfo.InvariantCulture);
 }

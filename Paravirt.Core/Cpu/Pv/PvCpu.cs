@@ -53,6 +53,7 @@ internal sealed partial class PvCpu : IInterpreterPlatform
     private readonly ILogger _logger;
     private readonly bool _smp;
     private readonly GuestProfile? _profile;
+    private long _untilSample = GuestProfile.SampleInterval;
     private readonly HypervisorTrace? _trace;
 
     public PvCpu(Domain domain, Vcpu vcpu, PvEntry entry, PvEngineOptions options)
@@ -161,9 +162,14 @@ internal sealed partial class PvCpu : IInterpreterPlatform
                 continue;
             }
 
-            var exit = Interpreter.Run(_slice);
+            var exit = Interpreter.Run(_profile is null ? _slice : Math.Min(_slice, _untilSample));
             Instructions += exit.Instructions;
-            _profile?.Record(State.Rip, exit.Instructions);
+            if (_profile is not null && (_untilSample -= exit.Instructions) <= 0)
+            {
+                // The slice was cut to end at the sample point: rip is the instruction it reached.
+                _profile.Record(State.Rip, GuestProfile.SampleInterval);
+                _untilSample = GuestProfile.SampleInterval;
+            }
             OnExit(exit, emulated: false);
         }
     }
