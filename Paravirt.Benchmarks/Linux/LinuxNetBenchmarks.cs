@@ -144,8 +144,12 @@ public static partial class LinuxNetBenchmarks
         await Until(() => Text(aSeen).Contains("T0", StringComparison.Ordinal), a, aSeen, send: "go\n");
         var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         var (ca0, cb0) = (a.CpuTimeNs, b.CpuTimeNs);
+        long Decodes(Domain d) => d.VcpuList[0].Pv.Engine!.Interpreter.BlocksDecoded;
+        long Insns(Domain d) => d.VcpuList[0].Pv.Engine!.Instructions;
+        var (da0, db0, ia0, ib0) = (Decodes(a), Decodes(b), Insns(a), Insns(b));
         var wall = Stopwatch.StartNew();
         await Until(() => Stamp().Matches(Text(aSeen)).Count >= 2, a, aSeen);
+        Console.WriteLine($"  blocks decoded A {Decodes(a) - da0:N0}, B {Decodes(b) - db0:N0}; instructions A {Insns(a) - ia0:N0}, B {Insns(b) - ib0:N0}");
         Console.WriteLine($"  transfer: wall {wall.Elapsed.TotalSeconds:F2} s, process CPU {(Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds:F2} s, vCPU A {(a.CpuTimeNs - ca0) / 1e9:F2} s, vCPU B {(b.CpuTimeNs - cb0) / 1e9:F2} s");
         var stamps = Stamp().Matches(Text(aSeen));
         var t0 = double.Parse(stamps[0].Groups["t"].Value, CultureInfo.InvariantCulture);

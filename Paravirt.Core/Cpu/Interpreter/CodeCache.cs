@@ -44,10 +44,17 @@ internal sealed class DecodedBlock
 /// </summary>
 internal sealed class CodeCache
 {
-    private const int Slots = 16384;
+    // Four-way set associative: a block competes for its set's four entries only with blocks whose
+    // addresses hash alike, so a hot working set of kernel and user code (Linux's network path runs
+    // tens of thousands of blocks) is not evicted by chance collisions as in a direct-mapped table;
+    // a full set replaces its entries in turn.
+    private const int Ways = 4;
+    private const int Sets = 16384;
+    private const int Slots = Sets * Ways;
     private const int MaxInstructions = 64;
 
     private readonly DecodedBlock?[] _slots = new DecodedBlock?[Slots];
+    private readonly byte[] _victim = new byte[Sets];
     private readonly byte[] _bytes = new byte[4096 + 16];
     private readonly BufferReader _reader;
     private readonly Decoder _decoder;
@@ -82,12 +89,21 @@ internal sealed class CodeCache
     /// <summary>How many times decoded code was dropped (a page's blocks, or all): links between blocks made before are stale.</summary>
     public long Invalidations { get; private set; }
 
-    private static int Slot(ulong pa) => (int)((pa ^ (pa >> 12)) & (Slots - 1));
+    private static int Set(ulong pa) => (int)((pa ^ (pa >> 12) ^ (pa >> 26)) & (Sets - 1));
 
     public DecodedBlock? Find(ulong pa, ulong rip)
     {
-        var b = _slots[Slot(pa)];
-        return b is not null && b.Pa == pa && b.Rip == rip ? b : null;
+        var first = Set(pa) * Ways;
+        for (var i = first; i < first + Ways; i++)
+        {
+            var b = _slots[i];
+            if (b is not null && b.Pa == pa && b.Rip == rip)
+            {
+                return b;
+            }
+        }
+
+        return null;
     }
 
     public bool IsCodePage(ulong pfn) => pfn < (ulong)_codePages.Length * 64
@@ -139,6 +155,7 @@ internal sealed class CodeCache
     {
         Invalidations++;
         Array.Clear(_slots);
+        Array.Clear(_victim);
         Array.Clear(_codePages);
         _farCodePages.Clear();
     }
@@ -203,7 +220,26 @@ internal sealed class CodeCache
         }
 
         MarkCode(block.Pa >> 12);
-        _slots[Slot(block.Pa)] = block;
+        var set = Set(block.Pa);
+        var first = set * Ways;
+        var way = -1;
+        for (var i = 0; i < Ways; i++)
+        {
+            var b = _slots[first + i];
+            if (b is null || (b.Pa == block.Pa && b.Rip == block.Rip))
+            {
+                way = i; // a free entry, or the stale copy of this very block
+                break;
+            }
+        }
+
+        if (way < 0)
+        {
+            way = _victim[set];
+            _victim[set] = (byte)((way + 1) % Ways);
+        }
+
+        _slots[first + way] = block;
         return block;
     }
 

@@ -61,6 +61,35 @@ public sealed class CodeCacheTests
     }
 
     [Fact]
+    public void Blocks_That_Hash_Alike_Share_A_Set_Of_Four_And_The_Oldest_Makes_Way()
+    {
+        var cache = new CodeCache();
+        ulong Pa(int j) => (ulong)j << 40; // every term of the set hash is 0 in its low 14 bits: one set
+        DecodedBlock Decode(int j)
+        {
+            cache.Buffer[0] = 0xC3; // ret
+            return cache.Decode(Pa(j), 0x1000 * (ulong)j, 1)!;
+        }
+
+        var blocks = Enumerable.Range(1, 4).Select(Decode).ToArray();
+        for (var j = 1; j <= 4; j++)
+        {
+            cache.Find(Pa(j), 0x1000 * (ulong)j).Should().BeSameAs(blocks[j - 1], "four blocks of one set are all kept (a direct-mapped table kept only the last)");
+        }
+
+        cache.Find(Pa(1), 0x2000).Should().BeNull("the same physical address at another rip is another block");
+        var fifth = Decode(5);
+        cache.Find(Pa(5), 0x5000).Should().BeSameAs(fifth);
+        cache.Find(Pa(1), 0x1000).Should().BeNull("the set was full: its oldest entry made way");
+        cache.Find(Pa(2), 0x2000).Should().BeSameAs(blocks[1]);
+        var again = Decode(2);
+        cache.Find(Pa(2), 0x2000).Should().BeSameAs(again, "a block decoded again replaces its stale copy");
+        cache.Find(Pa(3), 0x3000).Should().BeSameAs(blocks[2], "rather than evicting another");
+        cache.Find(Pa(4), 0x4000).Should().BeSameAs(blocks[3]);
+        cache.Decodes.Should().Be(6);
+    }
+
+    [Fact]
     public void A_Loop_Is_Decoded_Once()
     {
         var m = new InterpreterMachine();
