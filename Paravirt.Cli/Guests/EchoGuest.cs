@@ -4,11 +4,15 @@ using Paravirt.Guest;
 
 namespace Paravirt.Cli.Guests;
 
-/// <summary><c>managed:echo</c>: echoes each line of console input; <c>poweroff</c> powers off, <c>crash</c> crashes.</summary>
+/// <summary>
+/// <c>managed:echo</c>: echoes each line of console input; <c>poweroff</c> powers off, <c>crash</c>
+/// crashes. It acts on the toolstack's <c>control/shutdown</c> requests as Linux does (<see cref="PvControl"/>).
+/// </summary>
 internal sealed class EchoGuest : GuestKernel
 {
     protected override void Run(GuestRuntime rt)
     {
+        var control = PvControl.Start(rt);
         rt.Out.WriteLine("echo: type lines; 'poweroff' ends, 'crash' crashes");
         var pending = new StringBuilder();
         var buffer = new byte[256];
@@ -16,10 +20,16 @@ internal sealed class EchoGuest : GuestKernel
         var chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
         while (true)
         {
+            if (control.Pending && control.Take(rt) is { } reason)
+            {
+                rt.Out.WriteLine($"echo: control/shutdown: {(reason == Sched.SHUTDOWN_reboot ? "rebooting" : "powering off")}");
+                rt.Shutdown(reason);
+            }
+
             var n = rt.Console.Read(buffer);
             if (n == 0)
             {
-                rt.WaitFor(() => rt.Console.InputArrived);
+                rt.WaitFor(() => rt.Console.InputArrived || control.Pending);
                 continue;
             }
 
