@@ -23,7 +23,10 @@ internal sealed class Incarnation(Domain domain)
 
     public Domain Domain { get; } = domain;
 
-    /// <summary>Completes once the domain has ended and its <c>on_*</c> action was taken, with the line that says so.</summary>
+    /// <summary>
+    /// Completes once the domain has ended and its <c>on_*</c> action was taken (a restart: once the
+    /// new domain runs, or could not be set up), with the words that say so.
+    /// </summary>
     public Task<string> Ended => _ended.Task;
 
     internal void SetEnded(string what) => _ended.TrySetResult(what);
@@ -66,6 +69,9 @@ internal sealed class DomainSupervisor
     /// <summary>The current boot, or null before the first one and after the last.</summary>
     public Incarnation? Current => _current;
 
+    /// <summary>The domain of the first boot, once it runs.</summary>
+    public Domain? FirstDomain { get; private set; }
+
     /// <summary>Completes when the first boot runs (null) or could not be set up (why).</summary>
     public Task<BootFailure?> FirstBoot => _firstBoot.Task;
 
@@ -92,17 +98,23 @@ internal sealed class DomainSupervisor
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(interrupt, _destroy.Token);
         var restarts = 0;
+        (Incarnation Incarnation, string Ended)? restarted = null;
         while (true)
         {
             var (dom, disks, setupError, setupCode) = await BootAsync().ConfigureAwait(false);
             if (dom is null)
             {
                 _firstBoot.TrySetResult(new BootFailure(setupError, setupCode));
+                restarted?.Incarnation.SetEnded($"{restarted.Value.Ended}; the restart failed: {setupError}");
                 return new SupervisorEnd(setupCode, null, setupError);
             }
 
+            // The boot a restart replaced is over once its successor runs.
+            restarted?.Incarnation.SetEnded(string.Create(CultureInfo.InvariantCulture, $"{restarted.Value.Ended}; restarted as domain {dom.Id}"));
+            restarted = null;
             var incarnation = new Incarnation(dom);
             _current = incarnation;
+            FirstDomain ??= dom;
             _firstBoot.TrySetResult(null);
             var console = _console(dom);
             DomainExit exit;
@@ -155,6 +167,7 @@ internal sealed class DomainSupervisor
                 {
                 }
 
+                await _log.WriteLineAsync($"paravirt: destroying the preserved domain {dom.Id} ({dom.Name})").ConfigureAwait(false);
                 await DestroyAsync(dom, disks, console).ConfigureAwait(false);
                 _current = null;
                 return new SupervisorEnd(code, null);
@@ -165,7 +178,7 @@ internal sealed class DomainSupervisor
             {
                 restarts++;
                 await _log.WriteLineAsync($"paravirt: restarting {_spec.Name} (restart {restarts} of at most {_maxRestarts})").ConfigureAwait(false);
-                incarnation.SetEnded(ended);
+                restarted = (incarnation, ended);
                 continue;
             }
 
