@@ -72,7 +72,14 @@ internal sealed class ControlServer : IAsyncDisposable
             }
         }
 
-        return new ControlServer(path, Listen(path), rows, requests);
+        var listener = Listen(path);
+        if (!OperatingSystem.IsWindows())
+        {
+            // Whoever can connect can destroy domains: the owner alone, whatever the folder's mode.
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
+        return new ControlServer(path, listener, rows, requests);
     }
 
     private static Socket Listen(string path)

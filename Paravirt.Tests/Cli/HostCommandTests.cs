@@ -201,6 +201,7 @@ public sealed partial class HostCommandTests : IDisposable
     public async Task A_Second_Host_On_The_Same_Socket_Is_Refused_And_Info_Shows_The_Host()
     {
         await using var host = await StartHostAsync();
+        (OperatingSystem.IsWindows() ? UnixFileMode.None : File.GetUnixFileMode(Socket)).Should().Be(UnixFileMode.UserRead | UnixFileMode.UserWrite, "whoever can connect can destroy domains");
         var (exit, _, error) = await CliRunner.RunAsync(["host", "--socket", Socket]);
         exit.Should().Be(ExitCodes.SocketInUse);
         error.Should().Be($"paravirt host: another host is serving {Socket}; expected one host per socket (stop it, or give --socket)\n");
