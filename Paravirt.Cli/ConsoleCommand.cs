@@ -1,6 +1,6 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 using Paravirt.Cli.Host;
 
@@ -9,8 +9,8 @@ namespace Paravirt.Cli;
 /// <summary>
 /// <c>paravirt console DOMAIN</c>: the domain's console on the terminal, as xl console — the host's
 /// recent output first, then what follows to stdout, and stdin to the guest, until Ctrl-] (0x1d)
-/// detaches, stdin ends, or the domain is gone. On a terminal, stdin is put in raw mode (<c>stty
-/// raw -echo</c>) for the session, so keys reach the guest as typed (Ctrl-C included).
+/// detaches, stdin ends, or the domain is gone. On a terminal, stdin is put in raw mode for the
+/// session, so keys reach the guest as typed (Ctrl-C included).
 /// </summary>
 internal static class ConsoleCommand
 {
@@ -27,11 +27,13 @@ internal static class ConsoleCommand
             + $"Exit codes: 0 detached, or the domain is gone; {VerbCommands.CommonExitCodes}.");
         command.Arguments.Add(domain);
         command.Options.Add(socket);
-        command.SetAction((parse, ct) => RunAsync(parse.GetValue(socket), parse.GetValue(domain)!, stdin(), interactive(), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, ct));
+        command.SetAction((parse, ct) => RunAsync(parse.GetValue(socket), parse.GetValue(domain)!, stdin, interactive(), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, ct));
         return command;
     }
 
-    public static async Task<int> RunAsync(string? socket, string domain, Stream input, bool interactive, TextWriter output, TextWriter error, CancellationToken ct)
+    /// <param name="input">Stdin as a stream, asked for only when <paramref name="interactive"/> is false or raw mode cannot be had.</param>
+    /// <param name="interactive">Stdin is the process's terminal: put it in raw mode and read fd 0 itself.</param>
+    public static async Task<int> RunAsync(string? socket, string domain, Func<Stream> input, bool interactive, TextWriter output, TextWriter error, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
@@ -58,7 +60,7 @@ internal static class ConsoleCommand
         using var raw = interactive ? TerminalRawMode.Enter() : null;
         using var detach = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var fromGuest = CopyOutputAsync(session, output, detach.Token);
-        var toGuest = CopyInputAsync(input, session, detach.Token);
+        var toGuest = CopyInputAsync(raw?.Input ?? input(), session, detach.Token);
         var first = await Task.WhenAny(fromGuest, toGuest).ConfigureAwait(false);
         if (first == toGuest)
         {
@@ -129,53 +131,75 @@ internal static class ConsoleCommand
     }
 }
 
-/// <summary>A terminal in raw mode for a console session (<c>stty raw -echo</c>), restored when disposed.</summary>
+/// <summary>
+/// The terminal on stdin in raw mode for a console session (termios through libc's
+/// <c>cfmakeraw</c>, as xl console does), restored when disposed, with <see cref="Input"/> reading
+/// fd 0 directly: .NET's console stream would edit and echo lines itself.
+/// </summary>
 internal sealed class TerminalRawMode : IDisposable
 {
-    private readonly string _saved;
+    private const int TCSANOW = 0;
+    private const uint OPOST = 0x1, ONLCR = 0x4; // Linux's asm-generic/termbits.h
+    private const int TermiosBytes = 256; // more than any libc's struct termios (60 bytes on glibc x86-64)
+    private readonly byte[] _saved;
     private int _disposed;
 
-    private TerminalRawMode(string saved) => _saved = saved;
+    private TerminalRawMode(byte[] saved)
+    {
+        _saved = saved;
+        Input = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(0, ownsHandle: false), FileAccess.Read, bufferSize: 0);
+    }
 
-    /// <summary>Raw mode, or null when stty cannot be run (then the terminal stays as it is: lines, echo, Ctrl-C).</summary>
+    /// <summary>Stdin's bytes as typed.</summary>
+    public Stream Input { get; }
+
+    /// <summary>Raw mode, or null when stdin is not a terminal or libc refuses (then the caller reads its stream as it is).</summary>
     public static TerminalRawMode? Enter()
     {
-        var saved = Stty("-g");
-        return saved is { Length: > 0 } && Stty("raw", "-echo") is not null ? new TerminalRawMode(saved.Trim()) : null;
+        if (OperatingSystem.IsWindows())
+        {
+            return null;
+        }
+
+        try
+        {
+            var saved = new byte[TermiosBytes];
+            if (tcgetattr(0, ref saved[0]) != 0)
+            {
+                return null;
+            }
+
+            var raw = (byte[])saved.Clone();
+            cfmakeraw(ref raw[0]);
+
+            // Output keeps '\n' as a new line (OPOST|ONLCR in c_oflag, the second word of Linux's
+            // termios): a managed guest writes bare '\n', Linux's own tty already "\r\n".
+            var oflag = BitConverter.ToUInt32(raw, 4) | OPOST | ONLCR;
+            BitConverter.TryWriteBytes(raw.AsSpan(4), oflag);
+            return tcsetattr(0, TCSANOW, ref raw[0]) == 0 ? new TerminalRawMode(saved) : null;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return null;
+        }
     }
 
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            Stty(_saved);
+            _ = tcsetattr(0, TCSANOW, ref _saved[0]);
+            Input.Dispose();
         }
     }
 
-    /// <summary>Runs stty on the inherited terminal; its output, or null when it failed.</summary>
-    private static string? Stty(params string[] args)
-    {
-        try
-        {
-            var psi = new ProcessStartInfo("stty") { RedirectStandardOutput = true, UseShellExecute = false };
-            foreach (var a in args)
-            {
-                psi.ArgumentList.Add(a);
-            }
+    // DllImport, not LibraryImport: its generated code needs unsafe blocks, and a ref byte is blittable.
+    [DllImport("libc")]
+    private static extern int tcgetattr(int fd, ref byte termios);
 
-            using var p = Process.Start(psi);
-            if (p is null)
-            {
-                return null;
-            }
+    [DllImport("libc")]
+    private static extern int tcsetattr(int fd, int optionalActions, ref byte termios);
 
-            var text = p.StandardOutput.ReadToEnd();
-            p.WaitForExit();
-            return p.ExitCode == 0 ? text : null;
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return null;
-        }
-    }
+    [DllImport("libc")]
+    private static extern void cfmakeraw(ref byte termios);
 }

@@ -46,7 +46,7 @@ internal static class VerbCommands
         command.SetAction((parse, ct) => CreateAsync(
             parse.GetValue(socket),
             parse.GetValue(config)!,
-            parse.GetValue(console) ? stdin() : null,
+            parse.GetValue(console) ? stdin : null,
             interactive(),
             parse.InvocationConfiguration.Output,
             parse.InvocationConfiguration.Error,
@@ -54,7 +54,7 @@ internal static class VerbCommands
         return command;
     }
 
-    public static async Task<int> CreateAsync(string? socket, string config, Stream? console, bool interactive, TextWriter output, TextWriter error, CancellationToken ct)
+    public static async Task<int> CreateAsync(string? socket, string config, Func<Stream>? console, bool interactive, TextWriter output, TextWriter error, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(error);
         string name = "";

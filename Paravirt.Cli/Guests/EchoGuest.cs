@@ -18,6 +18,7 @@ internal sealed class EchoGuest : GuestKernel
         var buffer = new byte[256];
         var decoder = Encoding.UTF8.GetDecoder();
         var chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
+        var skipLf = false;
         while (true)
         {
             if (control.Pending && control.Take(rt) is { } reason)
@@ -34,11 +35,21 @@ internal sealed class EchoGuest : GuestKernel
             }
 
             pending.Append(chars, 0, decoder.GetChars(buffer, 0, n, chars, 0));
-            int newline;
-            while ((newline = pending.ToString().IndexOf('\n', StringComparison.Ordinal)) >= 0)
+            if (skipLf && pending.Length > 0 && pending[0] == '\n')
             {
-                var line = pending.ToString(0, newline).TrimEnd('\r');
-                pending.Remove(0, newline + 1);
+                pending.Remove(0, 1); // the '\n' of a "\r\n" split across two reads
+            }
+
+            skipLf = false;
+            int end;
+            while ((end = pending.ToString().IndexOfAny(['\r', '\n'])) >= 0)
+            {
+                // A line ends at '\n', "\r\n" or a lone '\r': Enter on a raw terminal (xl console and paravirt console leave it raw) is '\r'.
+                var line = pending.ToString(0, end);
+                var cr = pending[end] == '\r';
+                var take = cr && end + 1 < pending.Length && pending[end + 1] == '\n' ? 2 : 1;
+                skipLf = cr && end + take == pending.Length && take == 1;
+                pending.Remove(0, end + take);
                 switch (line)
                 {
                     case "poweroff":

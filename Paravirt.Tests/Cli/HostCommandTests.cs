@@ -219,12 +219,17 @@ public sealed partial class HostCommandTests : IDisposable
         await console.Output.WaitForAsync("echo: type lines", ct); // printed before anyone attached: the host's ring
         await console.TypeAsync("hello host\n");
         await console.Output.WaitForAsync("echo: hello host\n", ct);
+        await console.TypeAsync("raw enter\r"); // Enter on a raw terminal
+        await console.Output.WaitForAsync("echo: raw enter\n", ct);
+        await console.TypeAsync("\nnext\r\n");
+        await console.Output.WaitForAsync("echo: next\n", ct);
+        console.Output.ToString().Should().NotContain("echo: \n", "the '\\n' after a '\\r' that ended a line is not a line of its own");
         (await console.DetachAsync()).Should().Be(ExitCodes.Ok);
         console.Error.ToString().Should().Be("paravirt: console of domain 1 (web); Ctrl-] detaches\nparavirt: detached\n");
 
         (await ListAsync()).Should().ContainSingle().Which.Should().MatchRegex(@"^web\s+1 running");
         var byId = ConsoleSession.Start(Socket, "1");
-        await byId.Output.WaitForAsync("echo: hello host\n", ct);
+        await byId.Output.WaitForAsync("echo: next\n", ct);
         await byId.TypeAsync("again\n");
         await byId.Output.WaitForAsync("echo: again\n", ct);
         (await byId.DetachAsync()).Should().Be(0);
