@@ -1,6 +1,6 @@
 namespace Paravirt.Cli;
 
-/// <summary>Exit codes of <c>paravirt run</c>, <c>list</c> and <c>demo</c> (docs/cli.md lists them for scripts).</summary>
+/// <summary>Exit codes of <c>paravirt run</c>, <c>list</c>, <c>demo</c>, <c>host</c> and xl's verbs (docs/cli.md lists them for scripts).</summary>
 internal static class ExitCodes
 {
     /// <summary>Done: the domain powered off (run), the table was printed (list), every check passed (demo).</summary>
@@ -38,6 +38,24 @@ internal static class ExitCodes
     /// shut down; Xen powers it off all the same, but a Linux guest gets here by <c>halt()</c> after a fatal error.
     /// </summary>
     public const int AllVcpusDown = 10;
+
+    /// <summary>A verb found no host at its socket (nothing listens there).</summary>
+    public const int NoHost = 11;
+
+    /// <summary>A verb named a domain the host does not have (by name or id).</summary>
+    public const int NoSuchDomain = 12;
+
+    /// <summary>
+    /// The host refused: a domain of that name exists already (create), the domain's state does not
+    /// allow it (pause a paused domain, shut down an ended one), or the host is stopping.
+    /// </summary>
+    public const int Refused = 13;
+
+    /// <summary>shutdown, reboot: the guest did not acknowledge <c>control/shutdown</c> in time (its kernel does not act on it).</summary>
+    public const int NotAcknowledged = 14;
+
+    /// <summary>host: another live host already serves the socket.</summary>
+    public const int SocketInUse = 15;
 
     /// <summary>Interrupted by SIGINT or SIGTERM before the domain ended; the domain was destroyed.</summary>
     public const int Interrupted = 130;

@@ -164,16 +164,10 @@ internal static class RunCommand
             await error.WriteLineAsync($"paravirt run: {spec.File}:{s.Line}: warning: '{s.Key}' is not used by paravirt (ignored)").ConfigureAwait(false);
         }
 
-        if (spec.Kernel is ImageKernel image)
+        if (DomainSupervisor.MissingFile(spec) is { } missing)
         {
-            foreach (var (what, path) in new[] { ("kernel", image.ImagePath), ("ramdisk", spec.Ramdisk) })
-            {
-                if (path is not null && !File.Exists(path))
-                {
-                    await error.WriteLineAsync($"paravirt run: {Where(spec)}{what} {path} does not exist; expected {(what == "kernel" ? "\"managed:NAME\" or a PV kernel image path" : "the ramdisk file")}").ConfigureAwait(false);
-                    return ExitCodes.Config;
-                }
-            }
+            await error.WriteLineAsync($"paravirt run: {missing}").ConfigureAwait(false);
+            return ExitCodes.Config;
         }
 
         using var signalled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -270,244 +264,32 @@ internal static class RunCommand
         }
     }
 
-    /// <summary>
-    /// The MAC of a vif given none: xl's OUI 00:16:3e, then the domain id (two bytes) and the devid,
-    /// so it is the same for the same domain and vif (xl picks random bytes; a paravirt host numbers its domains from 1).
-    /// </summary>
-    internal static MacAddress GeneratedMac(int domainId, int devId) =>
-        MacAddress.FromValue(0x0016_3E00_0000UL | ((ulong)(domainId & 0xFFFF) << 8) | (byte)devId);
+    /// <summary>The MAC a vif given none gets (<see cref="DomainSupervisor.GeneratedMac"/>).</summary>
+    internal static MacAddress GeneratedMac(int domainId, int devId) => DomainSupervisor.GeneratedMac(domainId, devId);
 
-    /// <summary>"FILE:LINE: " of the kernel line, or "" for --kernel.</summary>
-    private static string Where(DomainSpec spec) => spec.File == DomainSpec.CommandLineSource ? "" : $"{spec.File}:{spec.KernelLine}: ";
-
-    /// <summary>One <c>run</c>: boots, restarts, and the end.</summary>
+    /// <summary>One <c>run</c>: the domain's supervisor, its console on stdout and stdin, and the table at the end.</summary>
     private sealed class Session(DomainSpec spec, Hypervisor hv, TextWriter output, TextWriter error, int maxRestarts)
     {
-        private readonly TaskCompletionSource _firstBoot = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        private volatile Domain? _current;
+        private readonly DomainSupervisor _supervisor = new(spec, hv, error, maxRestarts, dom => PumpConsoleAsync(dom, output))
+        {
+            Preserved = table => DomainTable.WriteText(output, table, withHost: false),
+        };
 
         public async Task<int> RunAsync(CancellationToken ct)
         {
-            var restarts = 0;
-            while (true)
+            var end = await _supervisor.RunAsync(ct).ConfigureAwait(false);
+            if (end.SetupError is { } setupError)
             {
-                var (dom, disks, setupError, setupCode) = await BootAsync().ConfigureAwait(false);
-                if (dom is null)
-                {
-                    await error.WriteLineAsync($"paravirt run: {setupError}").ConfigureAwait(false);
-                    return setupCode;
-                }
+                await error.WriteLineAsync($"paravirt run: {setupError}").ConfigureAwait(false);
+                return end.Code;
+            }
 
-                var console = PumpConsoleAsync(dom, output);
-                DomainExit exit;
-                try
-                {
-                    exit = await dom.WaitForShutdownAsync(ct).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    await error.WriteLineAsync($"paravirt: interrupted; destroying domain {dom.Id} ({dom.Name})").ConfigureAwait(false);
-                    var rows = DomainTable.Snapshot(hv, Environment.ProcessId);
-                    await DestroyAsync(dom, disks, console).ConfigureAwait(false);
-                    DomainTable.WriteText(output, rows, withHost: false);
-                    return ExitCodes.Interrupted;
-                }
-
-                var table = DomainTable.Snapshot(hv, Environment.ProcessId);
-                var (what, action, code) = Classify(exit);
-                await error.WriteLineAsync($"paravirt: domain {dom.Id} ({dom.Name}) {what}; {ActionKey(exit)} = {action.ToString().ToLowerInvariant()}").ConfigureAwait(false);
-                if (action == LifecycleAction.Restart && restarts >= maxRestarts)
-                {
-                    await error.WriteLineAsync($"paravirt: the restart limit ({maxRestarts}, --max-restarts) is reached; destroying instead").ConfigureAwait(false);
-                    action = LifecycleAction.Destroy;
-                }
-
-                if (action == LifecycleAction.Preserve)
-                {
-                    await error.WriteLineAsync($"paravirt: domain {dom.Id} is kept (preserve) and listed until SIGINT/SIGTERM").ConfigureAwait(false);
-                    DomainTable.WriteText(output, table, withHost: false);
-                    try
-                    {
-                        await Task.Delay(Timeout.Infinite, ct).ConfigureAwait(false);
-                    }
-                    catch (OperationCanceledException)
-                    {
-                    }
-
-                    await DestroyAsync(dom, disks, console).ConfigureAwait(false);
-                    return code;
-                }
-
-                await DestroyAsync(dom, disks, console).ConfigureAwait(false);
-                if (action == LifecycleAction.Restart)
-                {
-                    restarts++;
-                    await error.WriteLineAsync($"paravirt: restarting {spec.Name} (restart {restarts} of at most {maxRestarts})").ConfigureAwait(false);
-                    continue;
-                }
-
+            if (end.Table is { } table)
+            {
                 DomainTable.WriteText(output, table, withHost: false);
-                return code;
-            }
-        }
-
-        private (string What, LifecycleAction Action, int Code) Classify(DomainExit exit)
-        {
-            if (exit.State == DomainState.Crashed)
-            {
-                return ($"crashed: {exit.Reason}", spec.OnCrash, ExitCodes.Crashed);
             }
 
-            if (exit.LastVcpuWentDown && exit.ShutdownCode == Sched.SHUTDOWN_poweroff)
-            {
-                // Xen powers the domain off too, but no guest asked for it: say so, and what the console said last.
-                return ($"stopped: {exit.Reason}, without SCHEDOP_shutdown (Xen powers it off); the console above shows why", spec.OnPoweroff, ExitCodes.AllVcpusDown);
-            }
-
-            return exit.ShutdownCode switch
-            {
-                Sched.SHUTDOWN_poweroff => ("powered off", spec.OnPoweroff, ExitCodes.Ok),
-                Sched.SHUTDOWN_reboot => ("asked to reboot", spec.OnReboot, ExitCodes.Rebooted),
-                _ => ($"shut down ({DomainRow.ShutdownName(exit.ShutdownCode)}): {exit.Reason}", LifecycleAction.Destroy, ExitCodes.OtherShutdown),
-            };
-        }
-
-        private static string ActionKey(DomainExit exit) => exit.State == DomainState.Crashed ? "on_crash"
-            : exit.ShutdownCode == Sched.SHUTDOWN_reboot ? "on_reboot"
-            : exit.ShutdownCode == Sched.SHUTDOWN_poweroff ? "on_poweroff"
-            : "action";
-
-        private async Task<(Domain? Domain, List<IAsyncDisposable> Disks, string Error, int Code)> BootAsync()
-        {
-            Core.Cpu.ManagedKernel? kernel = null;
-            Domain dom;
-            PvBootImage? boot = null;
-            if (spec.Kernel is ImageKernel image)
-            {
-                byte[] kernelBytes, ramdiskBytes;
-                try
-                {
-                    kernelBytes = await File.ReadAllBytesAsync(image.ImagePath).ConfigureAwait(false);
-                    ramdiskBytes = spec.Ramdisk is null ? [] : await File.ReadAllBytesAsync(spec.Ramdisk).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-                {
-                    return (null, [], $"{Where(spec)}cannot read the kernel or ramdisk: {e.Message}", ExitCodes.SetupFailed);
-                }
-
-                try
-                {
-                    (dom, boot) = hv.CreatePvDomain(spec.ToDomainConfig(), kernelBytes, ramdiskBytes);
-                }
-                catch (FormatException e)
-                {
-                    return (null, [], $"{Where(spec)}kernel {image.ImagePath} is not a bootable 64-bit PV kernel: {e.Message}", ExitCodes.BadKernel);
-                }
-                catch (Exception e) when (e is ArgumentException or InvalidOperationException)
-                {
-                    return (null, [], $"{spec.File}: cannot create domain {spec.Name}: {e.Message}", ExitCodes.SetupFailed);
-                }
-            }
-            else
-            {
-                try
-                {
-                    kernel = spec.Kernel.Create();
-                }
-                catch (KernelLoadException e)
-                {
-                    return (null, [], $"{spec.File}:{spec.KernelLine}: {e.Message}", ExitCodes.SetupFailed);
-                }
-
-                try
-                {
-                    dom = hv.CreateDomain(spec.ToDomainConfig());
-                }
-                catch (Exception e) when (e is ArgumentException or InvalidOperationException)
-                {
-                    return (null, [], $"{spec.File}: cannot create domain {spec.Name}: {e.Message}", ExitCodes.SetupFailed);
-                }
-            }
-
-            var disks = new List<IAsyncDisposable>();
-            var diskCount = 0;
-            foreach (var d in spec.Disks)
-            {
-                try
-                {
-                    disks.Add(dom.AttachDisk(d.Spec.Vdev, BlockDevice.OpenFile(d.Spec.Target, writable: !d.Spec.ReadOnly)));
-                    diskCount++;
-                }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException)
-                {
-                    await DestroyAsync(dom, disks, Task.CompletedTask).ConfigureAwait(false);
-                    return (null, [], $"{(d.Line > 0 ? $"{spec.File}:{d.Line}" : "--disk")}: disk {d.Spec.Vdev}: cannot open {d.Spec.Target}: {e.Message}", ExitCodes.SetupFailed);
-                }
-            }
-
-            var vifs = new List<string>();
-            for (var i = 0; i < spec.Vifs.Count; i++)
-            {
-                var v = spec.Vifs[i];
-                var mac = v.Spec.Mac is { } octets ? MacAddress.Read(octets) : GeneratedMac(dom.Id, i);
-                try
-                {
-                    disks.Add(dom.AttachNic(hv.Switch(v.Spec.Bridge), new NicOptions
-                    {
-                        Mac = mac,
-                        DevId = (uint)i,
-                        RateBytesPerSecond = v.Spec.Rate?.BytesPerSecond,
-                        Ips = v.Spec.Ips,
-                        RateInterval = v.Spec.Rate is { } rate ? TimeSpan.FromMicroseconds(rate.IntervalMicroseconds) : TimeSpan.FromMicroseconds(VifRate.DefaultIntervalMicroseconds),
-                        Log = m => error.WriteLine($"paravirt: {m}"),
-                    }));
-                }
-                catch (Exception e) when (e is ArgumentException or InvalidOperationException)
-                {
-                    await DestroyAsync(dom, disks, Task.CompletedTask).ConfigureAwait(false);
-                    return (null, [], $"{spec.File}:{v.Line}: vif {i}: cannot attach to bridge {v.Spec.Bridge}: {e.Message}", ExitCodes.SetupFailed);
-                }
-
-                vifs.Add($"vif {i} {mac} on {v.Spec.Bridge}{(v.Spec.Rate is { } r ? string.Create(CultureInfo.InvariantCulture, $" at {r.BytesPerSecond} B/s per {r.IntervalMicroseconds} us") : "")}");
-            }
-
-            await error.WriteLineAsync(string.Create(
-                CultureInfo.InvariantCulture,
-                $"paravirt: domain {dom.Id} ({dom.Name}) starting: {spec.Kernel}, {spec.MemoryMiB} MiB, {spec.Vcpus} vCPU(s), {diskCount} disk(s){(vifs.Count > 0 ? ", " + string.Join(", ", vifs) : "")}")).ConfigureAwait(false);
-            _current = dom;
-            _firstBoot.TrySetResult();
-            if (boot is not null)
-            {
-                await error.WriteLineAsync(string.Create(
-                    CultureInfo.InvariantCulture,
-                    $"paravirt: PV layout: entry 0x{boot.Entry:x}, start_info 0x{boot.StartInfo:x}, stack 0x{boot.StackPointer:x}, {boot.PageTables.Count} page-table frames at 0x{boot.PageTableBase:x} (L4 mfn 0x{boot.L4Mfn:x}), mapped [0x{boot.VirtBase:x}, 0x{boot.VirtEnd:x})")).ConfigureAwait(false);
-                try
-                {
-                    PvKernelStart.Start(dom, boot);
-                }
-                catch (InvalidOperationException e)
-                {
-                    await DestroyAsync(dom, disks, Task.CompletedTask).ConfigureAwait(false);
-                    return (null, [], $"{Where(spec)}kernel {((ImageKernel)spec.Kernel).ImagePath}: {e.Message}", ExitCodes.SetupFailed);
-                }
-            }
-            else
-            {
-                dom.Start(kernel!);
-            }
-
-            return (dom, disks, "", ExitCodes.Ok);
-        }
-
-        private static async Task DestroyAsync(Domain dom, List<IAsyncDisposable> disks, Task console)
-        {
-            dom.Destroy();
-            foreach (var d in disks)
-            {
-                await d.DisposeAsync().ConfigureAwait(false);
-            }
-
-            await console.ConfigureAwait(false);
+            return end.Code;
         }
 
         /// <summary>Copies the console's bytes to <paramref name="o"/> until the domain is destroyed.</summary>
@@ -547,11 +329,11 @@ internal static class RunCommand
             var buffer = new byte[1024];
             try
             {
-                await _firstBoot.Task.WaitAsync(ct).ConfigureAwait(false);
+                await _supervisor.FirstBoot.WaitAsync(ct).ConfigureAwait(false);
                 int n;
                 while ((n = await input.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
                 {
-                    if (_current is { } dom && dom.State is DomainState.Running or DomainState.Created)
+                    if (_supervisor.Current?.Domain is { } dom && dom.State is DomainState.Running or DomainState.Created)
                     {
                         await dom.Console.Input.WriteAsync(buffer.AsMemory(0, n), ct).ConfigureAwait(false);
                     }

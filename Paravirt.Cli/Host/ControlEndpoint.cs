@@ -5,27 +5,32 @@ using System.Text;
 namespace Paravirt.Cli.Host;
 
 /// <summary>
-/// The control socket a <c>paravirt run</c> host serves so <c>paravirt list</c> can reach it: a Unix
-/// stream socket <c>RUNTIME_DIR/PID-N.sock</c>, one per host, removed when the host ends. Protocol:
-/// the client sends one line, <c>list</c>; the server answers one JSON object per domain, a line each
-/// (<see cref="DomainTable.ToJson"/>), and closes. Anything else gets one line
-/// <c>{"error":"..."}</c>.
+/// A control socket. A <c>paravirt run</c> host serves one, a Unix stream socket
+/// <c>RUNTIME_DIR/PID-N.sock</c>, so <c>paravirt list</c> can reach it; a <c>paravirt host</c>
+/// serves one at a fixed path (<see cref="StartAt"/>, by default <c>RUNTIME_DIR/host.sock</c>) and
+/// takes xl's verbs there too. Each connection carries one request, a line. <c>list</c> is answered
+/// with one JSON object per domain, a line each (<see cref="DomainTable.ToJson"/>), then the server
+/// closes. A line holding a JSON object is a <see cref="ControlRequest"/>, handed to the host's
+/// handler with the connection (a host only). Anything else gets one line <c>{"error":"..."}</c>.
+/// The socket file is removed when the server is disposed.
 /// </summary>
 internal sealed class ControlServer : IAsyncDisposable
 {
-    private const int MaxRequestBytes = 256;
+    private const int MaxRequestBytes = 16 << 10;
     private static int s_next;
     private readonly Socket _listener;
     private readonly Func<IReadOnlyList<DomainRow>> _rows;
+    private readonly Func<ControlRequest, ControlConnection, CancellationToken, Task>? _requests;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _accepting;
     private readonly List<Task> _serving = [];
 
-    private ControlServer(string path, Socket listener, Func<IReadOnlyList<DomainRow>> rows)
+    private ControlServer(string path, Socket listener, Func<IReadOnlyList<DomainRow>> rows, Func<ControlRequest, ControlConnection, CancellationToken, Task>? requests)
     {
         SocketPath = path;
         _listener = listener;
         _rows = rows;
+        _requests = requests;
         _accepting = Task.Run(AcceptLoopAsync);
     }
 
@@ -37,6 +42,48 @@ internal sealed class ControlServer : IAsyncDisposable
         RuntimeDirectory.Create(runtimeDirectory);
         var path = Path.Combine(runtimeDirectory, string.Create(CultureInfo.InvariantCulture, $"{Environment.ProcessId}-{Interlocked.Increment(ref s_next)}.sock"));
         File.Delete(path); // a leftover of an earlier process with our pid
+        return new ControlServer(path, Listen(path), rows, null);
+    }
+
+    /// <summary>
+    /// Listens at <paramref name="path"/> (its folder created if missing), answering <c>list</c>
+    /// with <paramref name="rows"/> and JSON requests with <paramref name="requests"/>, which replies
+    /// on the connection itself. A socket file nobody answers on (a killed host's) is replaced.
+    /// </summary>
+    /// <exception cref="SocketInUseException">A live server answers at <paramref name="path"/>.</exception>
+    public static ControlServer StartAt(string path, Func<IReadOnlyList<DomainRow>> rows, Func<ControlRequest, ControlConnection, CancellationToken, Task> requests)
+    {
+        if (Path.GetDirectoryName(path) is { Length: > 0 } folder && !Directory.Exists(folder))
+        {
+            RuntimeDirectory.Create(folder);
+        }
+
+        if (File.Exists(path))
+        {
+            using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                probe.Connect(new UnixDomainSocketEndPoint(path));
+                throw new SocketInUseException(path);
+            }
+            catch (SocketException)
+            {
+                File.Delete(path); // nobody listens: a stale file
+            }
+        }
+
+        var listener = Listen(path);
+        if (!OperatingSystem.IsWindows())
+        {
+            // Whoever can connect can destroy domains: the owner alone, whatever the folder's mode.
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+
+        return new ControlServer(path, listener, rows, requests);
+    }
+
+    private static Socket Listen(string path)
+    {
         var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
@@ -49,7 +96,7 @@ internal sealed class ControlServer : IAsyncDisposable
             throw;
         }
 
-        return new ControlServer(path, listener, rows);
+        return listener;
     }
 
     private async Task AcceptLoopAsync()
@@ -81,9 +128,41 @@ internal sealed class ControlServer : IAsyncDisposable
         {
             try
             {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-                timeout.CancelAfter(TimeSpan.FromSeconds(5));
-                var request = await ReadLineAsync(client, timeout.Token).ConfigureAwait(false);
+                string request;
+                byte[] rest;
+                using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
+                {
+                    timeout.CancelAfter(TimeSpan.FromSeconds(5));
+                    (request, rest) = await ReadLineAsync(client, timeout.Token).ConfigureAwait(false);
+                }
+
+                if (request.StartsWith('{') && _requests is not null)
+                {
+                    ControlRequest parsed;
+                    try
+                    {
+                        parsed = ControlRequest.Parse(request);
+                    }
+                    catch (FormatException e)
+                    {
+                        await SendAsync(client, ControlReply.Error(ExitCodes.Usage, e.Message) + "\n").ConfigureAwait(false);
+                        return;
+                    }
+
+                    await using var connection = new ControlConnection(client, rest);
+                    try
+                    {
+                        await _requests(parsed, connection, _stop.Token).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is not (OperationCanceledException or SocketException or ObjectDisposedException or IOException or OutOfMemoryException))
+                    {
+                        // A host bug must not take the host down: the client hears of it instead.
+                        await connection.ReplyAsync(ControlReply.Error(ExitCodes.Refused, $"the host failed: {e.GetType().Name}: {e.Message}"), _stop.Token).ConfigureAwait(false);
+                    }
+
+                    return;
+                }
+
                 var reply = new StringBuilder();
                 if (request == "list")
                 {
@@ -94,24 +173,35 @@ internal sealed class ControlServer : IAsyncDisposable
                 }
                 else
                 {
-                    reply.Append("{\"error\":\"unknown request; expected list\"}\n");
+                    reply.Append(_requests is null
+                        ? "{\"error\":\"unknown request; expected list\"}\n"
+                        : "{\"error\":\"unknown request; expected list or a JSON request\"}\n");
                 }
 
-                await client.SendAsync(Encoding.UTF8.GetBytes(reply.ToString()), SocketFlags.None, timeout.Token).ConfigureAwait(false);
-                client.Shutdown(SocketShutdown.Both);
+                await SendAsync(client, reply.ToString()).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException or IOException)
             {
                 // A client that went away or never spoke: nothing to answer.
             }
         }
+
+        async Task SendAsync(Socket s, string text)
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            timeout.CancelAfter(TimeSpan.FromSeconds(5));
+            await s.SendAsync(Encoding.UTF8.GetBytes(text), SocketFlags.None, timeout.Token).ConfigureAwait(false);
+            s.Shutdown(SocketShutdown.Both);
+        }
     }
 
-    private static async Task<string> ReadLineAsync(Socket s, CancellationToken ct)
+    /// <summary>The first line (trimmed, without its newline) and whatever the client sent after it.</summary>
+    private static async Task<(string Line, byte[] After)> ReadLineAsync(Socket s, CancellationToken ct)
     {
         var buffer = new byte[MaxRequestBytes];
         var n = 0;
-        while (n < buffer.Length)
+        int end;
+        while ((end = Array.IndexOf(buffer, (byte)'\n', 0, n)) < 0 && n < buffer.Length)
         {
             var got = await s.ReceiveAsync(buffer.AsMemory(n), SocketFlags.None, ct).ConfigureAwait(false);
             if (got == 0)
@@ -120,15 +210,11 @@ internal sealed class ControlServer : IAsyncDisposable
             }
 
             n += got;
-            if (Array.IndexOf(buffer, (byte)'\n', 0, n) >= 0)
-            {
-                break;
-            }
         }
 
-        var text = Encoding.UTF8.GetString(buffer, 0, n);
-        var end = text.IndexOf('\n', StringComparison.Ordinal);
-        return (end < 0 ? text : text[..end]).Trim();
+        var lineEnd = end < 0 ? n : end;
+        var rest = end < 0 ? [] : buffer[(end + 1)..n];
+        return (Encoding.UTF8.GetString(buffer, 0, lineEnd).Trim(), rest);
     }
 
     public async ValueTask DisposeAsync()
@@ -152,6 +238,59 @@ internal sealed class ControlServer : IAsyncDisposable
         {
         }
     }
+}
+
+/// <summary>A live server already answers at the path a host was to listen on.</summary>
+internal sealed class SocketInUseException(string path) : Exception($"another paravirt host is serving {path}")
+{
+    public string SocketPath { get; } = path;
+}
+
+/// <summary>
+/// One client of a host, after its request line: the host writes its reply lines here and, for
+/// <c>console</c>, streams raw bytes both ways after the first line.
+/// </summary>
+internal sealed class ControlConnection(Socket socket, byte[] initial) : IAsyncDisposable
+{
+    private readonly NetworkStream _stream = new(socket, ownsSocket: false);
+    private byte[] _initial = initial;
+
+    /// <summary>Sends one line (a newline is added).</summary>
+    public async Task ReplyAsync(string line, CancellationToken ct)
+    {
+        await _stream.WriteAsync(Encoding.UTF8.GetBytes(line + "\n"), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Sends raw bytes.</summary>
+    public ValueTask WriteAsync(ReadOnlyMemory<byte> bytes, CancellationToken ct) => _stream.WriteAsync(bytes, ct);
+
+    /// <summary>Reads raw bytes from the client: 0 once it has closed its side (or gone).</summary>
+    public async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct)
+    {
+        if (_initial.Length > 0)
+        {
+            var n = Math.Min(_initial.Length, buffer.Length);
+            _initial.AsSpan(0, n).CopyTo(buffer.Span);
+            _initial = _initial[n..];
+            return n;
+        }
+
+        return await _stream.ReadAsync(buffer, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Tells the client nothing more comes (it sees the end of the stream).</summary>
+    public void EndOutput()
+    {
+        try
+        {
+            socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+        }
+    }
+
+    public ValueTask DisposeAsync() => _stream.DisposeAsync();
 }
 
 /// <summary>What <c>paravirt list</c> found: the rows of every live host, and the sockets nobody answered on.</summary>

@@ -115,10 +115,21 @@ internal sealed class ManagedCpu : IGuestCpu
             return;
         }
 
-        if (state is not (DomainState.Created or DomainState.Running or DomainState.Paused)
-            || (state == DomainState.Paused && !_domain.WaitWhilePaused()))
+        if (state is not (DomainState.Created or DomainState.Running or DomainState.Paused))
         {
             throw new VcpuExitException();
+        }
+
+        if (state == DomainState.Paused)
+        {
+            // Held at the gate: not running (offline in its runstate, as the PV engine parks it) until unpaused.
+            _vcpu.SetRunstate(Vcpu.RUNSTATE_offline);
+            var alive = _domain.WaitWhilePaused();
+            _vcpu.SetRunstate(Vcpu.RUNSTATE_running);
+            if (!alive)
+            {
+                throw new VcpuExitException();
+            }
         }
 
         if (!_vcpu.IsUp)

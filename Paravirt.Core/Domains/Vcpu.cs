@@ -84,6 +84,23 @@ public sealed class Vcpu
     /// <summary>Whether the guest has placed vcpu_info in its own page (VCPUOP_register_vcpu_info succeeds once).</summary>
     internal bool VcpuInfoRegistered => _vcpuInfoOwnedPage;
 
+    /// <summary>
+    /// Where the vCPU is now, as <c>vcpu_runstate_info.state</c> says: one of vcpu.h's
+    /// <see cref="VcpuOp.RUNSTATE_running"/>, <see cref="VcpuOp.RUNSTATE_runnable"/>,
+    /// <see cref="VcpuOp.RUNSTATE_blocked"/> (in <c>SCHEDOP_block</c> or <c>_poll</c>) or
+    /// <see cref="VcpuOp.RUNSTATE_offline"/> (no thread, down, or its domain paused).
+    /// </summary>
+    public int CurrentRunstate
+    {
+        get
+        {
+            lock (_wakeLock)
+            {
+                return _runstate;
+            }
+        }
+    }
+
     /// <summary>Nanoseconds this vCPU has spent running guest code (RUNSTATE_running), including now.</summary>
     public long CpuTimeNs
     {

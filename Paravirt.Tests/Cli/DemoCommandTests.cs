@@ -90,7 +90,7 @@ public sealed class DemoCommandTests
     {
         var (exit, output, _) = await CliRunner.RunAsync(["--help"]);
         exit.Should().Be(0);
-        foreach (var command in new[] { "demo", "run", "list", "info", "xenstored", "scan" })
+        foreach (var command in new[] { "demo", "run", "list", "info", "xenstored", "scan", "host", "create", "console", "shutdown", "reboot", "destroy", "pause", "unpause", "vcpu-list", "top" })
         {
             output.Should().MatchRegex($@"\n\s+{command}\s");
             var help = await CliRunner.RunAsync([command, "--help"]);

@@ -205,7 +205,7 @@ public sealed class XlConfigTests
     [InlineData("name='a'\nkernel='managed:hello'\nmemory = 64\nmaxmem = 32\n", 4, "maxmem 32 is below memory 64", "maxmem >= memory")]
     [InlineData("name = 5\nkernel='managed:hello'\n", 1, "name is a number", "name = \"...\"")]
     [InlineData("name = 'a/b'\nkernel='managed:hello'\n", 1, "name \"a/b\" is empty or has '/'", "a domain name")]
-    [InlineData("name='a'\nkernel='managed:nope'\n", 2, "'nope' is not a built-in managed guest", "one of hello, echo, netecho, worker, bomb")]
+    [InlineData("name='a'\nkernel='managed:nope'\n", 2, "'nope' is not a built-in managed guest", "one of hello, echo, netecho, pingable, worker, bomb")]
     [InlineData("name='a'\nkernel='managed::T'\n", 2, "names no assembly or no type", "managed:PATH.dll:Namespace.Type")]
     [InlineData("name='a'\nkernel='managed:hello'\ndisk = 'file:/i.img,xvda,w'\n", 3, "disk is a string", "disk = [ 'SPEC'")]
     [InlineData("name='a'\nkernel='managed:hello'\ndisk = [ 5 ]\n", 3, "an item of disk is a number", "quoted strings")]

@@ -156,6 +156,37 @@ public sealed class DomainLifecycleTests : IDisposable
         d.Destroy();
     }
 
+    [Fact]
+    public async Task A_Vcpu_Held_By_Pause_Is_Offline_In_Its_Runstate_And_Running_Again_After_Unpause()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var inGuest = new SemaphoreSlim(0);
+        using var proceed = new SemaphoreSlim(0);
+        using var resumed = new SemaphoreSlim(0);
+        using var finish = new SemaphoreSlim(0);
+        var d = _hv.CreateDomain(new DomainConfig { Name = "held", MemoryMiB = 4 });
+        d.Start(new HeldKernel(inGuest, proceed, resumed, finish));
+        (await inGuest.WaitAsync(GuestRunner.Timeout, ct)).Should().BeTrue();
+        var vcpu = d.VcpuList[0];
+        vcpu.CurrentRunstate.Should().Be(VcpuOp.RUNSTATE_running, "the guest is in its own code");
+
+        d.Pause();
+        proceed.Release();
+        var deadline = DateTime.UtcNow + GuestRunner.Timeout;
+        while (vcpu.CurrentRunstate != VcpuOp.RUNSTATE_offline)
+        {
+            DateTime.UtcNow.Should().BeBefore(deadline, "the vCPU reaches its next hypercall and is held there, offline (runstate {0})", vcpu.CurrentRunstate);
+            await Task.Delay(5, ct);
+        }
+
+        d.Unpause();
+        (await resumed.WaitAsync(GuestRunner.Timeout, ct)).Should().BeTrue("unpause lets the held hypercall go on");
+        vcpu.CurrentRunstate.Should().Be(VcpuOp.RUNSTATE_running);
+        finish.Release();
+        (await d.ExitWithinAsync()).State.Should().Be(DomainState.Shutdown);
+        d.Destroy();
+    }
+
     private static string CString(ref start_info si, int offset, int length)
     {
         var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(new Span<start_info>(ref si)).Slice(offset, length);
@@ -191,6 +222,19 @@ public sealed class DomainLifecycleTests : IDisposable
         public override void Main(IGuestCpu cpu, ulong startInfo)
         {
             gate.Wait(GuestRunner.Timeout);
+            ShutdownFrom(cpu, startInfo, Sched.SHUTDOWN_poweroff);
+        }
+    }
+
+    private sealed class HeldKernel(SemaphoreSlim inGuest, SemaphoreSlim proceed, SemaphoreSlim resumed, SemaphoreSlim finish) : ManagedKernel
+    {
+        public override void Main(IGuestCpu cpu, ulong startInfo)
+        {
+            inGuest.Release();
+            proceed.Wait(GuestRunner.Timeout);
+            cpu.Hypercall(Xen.__HYPERVISOR_xen_version, XenVersion.XENVER_version);
+            resumed.Release();
+            finish.Wait(GuestRunner.Timeout);
             ShutdownFrom(cpu, startInfo, Sched.SHUTDOWN_poweroff);
         }
     }
