@@ -105,6 +105,9 @@ public sealed class BlkBack : IAsyncDisposable
     /// <summary>Rings (queues) of the connection being served; 0 when none is.</summary>
     public int Queues => _life.Connection?.Rings.Count ?? 0;
 
+    /// <summary>Requests taken from each ring (queue) of the connection being served, queue 0 first; empty when none is.</summary>
+    public IReadOnlyList<long> QueueRequests => _life.Connection?.Rings.Select(r => r.Requests).ToArray() ?? [];
+
     /// <summary>True while the connection served maps and keeps its grants (both ends wrote feature-persistent = 1).</summary>
     public bool UsesPersistentGrants => _life.Connection?.PersistentGrants ?? false;
 

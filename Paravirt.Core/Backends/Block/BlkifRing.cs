@@ -44,6 +44,7 @@ internal sealed class BlkifRing
     private TaskCompletionSource? _idle; // under _ringLock
     private Task _dispatcher = Task.CompletedTask;
     private int _stopping;
+    private long _requests;
     private readonly PersistentGrants? _persistent;
 
     private BlkifRing(BlkBack owner, HostGrantMapping ringMapping, HostEventChannel channel, bool persistent)
@@ -109,6 +110,9 @@ internal sealed class BlkifRing
 
     /// <summary>Entries in the ring: the most requests in flight at once.</summary>
     public int RingSize => _ring.Size;
+
+    /// <summary>Requests taken from this ring.</summary>
+    public long Requests => Interlocked.Read(ref _requests);
 
     /// <summary>Grants this ring keeps mapped now (0 without persistent grants).</summary>
     public int PersistentGrantCount => _persistent?.Count ?? 0;
@@ -248,6 +252,7 @@ internal sealed class BlkifRing
             }
 
             Interlocked.Increment(ref _owner.Counters.Requests);
+            Interlocked.Increment(ref _requests);
             var verdict = Validate(slot);
             if (verdict == Blkif.BLKIF_RSP_OKAY && _persistent is not null && slot.SegmentCount > 0)
             {

@@ -75,6 +75,7 @@ public sealed class BlkBackMultiQueueTests : IDisposable
         // Every queue's eight reads are in the device at once: the rings are served in parallel.
         await dev.WaitForInFlightAsync(queues * PerQueue);
         disk.Queues.Should().Be(queues);
+        disk.QueueRequests.Should().Equal(Enumerable.Repeat((long)PerQueue, queues), "each ring took its own queue's eight reads");
         dev.OpenGate();
         await d.ExitWithinAsync();
         (await failure).Should().BeNull();
