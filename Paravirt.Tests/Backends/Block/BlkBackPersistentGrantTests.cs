@@ -194,7 +194,7 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
         var d = hv.CreateDomain(BlockGuest.Config("bound"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes), new BlkBackOptions { MaxPersistentGrants = 100, Time = time });
         var steps = new List<(string Step, int Mappings, BlkBackStats Stats)>();
-        bool page0Busy = true, page5Busy = false;
+        bool page0Busy = true, page4Busy = true, page5Busy = false, indirectBusy = false;
         await BlockGuest.RunAsync(d, f =>
         {
             void Step(string name) => steps.Add((name, hv.HostGrants.MappingCount, disk.Stats));
@@ -217,7 +217,9 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
             Read(f, 0, 99, 11).Should().Be(Blkif.BLKIF_RSP_OKAY);
             Step("lru");
             page0Busy = (Flags(f, 0) & Busy) != 0;
+            page4Busy = (Flags(f, 4) & Busy) != 0;
             page5Busy = (Flags(f, 5) & Busy) != 0;
+            indirectBusy = (GuestGrants.FlagsV1(f.G, f.GrantTable, TestBlkFront.IndirectRef(0)) & Busy) != 0;
 
             // A minute unused: every free grant goes.
             time.Advance(TimeSpan.FromSeconds(61));
@@ -237,7 +239,9 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
         steps[2].Stats.TransientGrantMaps.Should().Be(42 + 6);
         steps[2].Mappings.Should().Be(1 + 100);
         page0Busy.Should().BeFalse("page 0's grant was purged: the frontend may end access to it again");
+        page4Busy.Should().BeFalse();
         page5Busy.Should().BeTrue();
+        indirectBusy.Should().BeTrue("the indirect page (ref 400) was mapped first but has a higher reference: it stays");
         steps[3].Stats.PersistentGrantsPurged.Should().Be(105, "all 100 had been unused for 61 s");
         steps[3].Mappings.Should().Be(1 + 1, "the ring and the one grant the last read mapped afresh");
         d.Destroy();
