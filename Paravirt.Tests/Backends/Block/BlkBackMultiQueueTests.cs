@@ -135,6 +135,31 @@ public sealed class BlkBackMultiQueueTests : IDisposable
     }
 
     [Fact]
+    public async Task A_Ring_Overrun_On_One_Queue_Crashes_The_Domain_And_Every_Ring_Goes()
+    {
+        var d = hv.CreateDomain(BlockGuest.Config("mqoverrun"));
+        var disk = d.AttachDisk("xvda", BlockDevice.InMemory(2048), new BlkBackOptions { MaxQueues = 2 });
+        _ = BlockGuest.Start(d, f =>
+        {
+            f.Connect(queues: 2, persistent: true).Should().BeTrue();
+            f.ReadPages(0, 0, 2, q: 0).Status.Should().Be(Blkif.BLKIF_RSP_OKAY);
+            f.SetRequestProducer((uint)f.RingSize + 1, q: 1);
+            f.Notify(1);
+            f.WaitResponses(1, 0); // never returns: the domain is crashed under it
+        });
+
+        var exit = await d.ExitWithinAsync();
+        exit.State.Should().Be(DomainState.Crashed);
+        exit.Reason.Should().Contain("more than a ring");
+        await disk.WaitForDisconnectAsync(TestContext.Current.CancellationToken).WaitAsync(GuestRunner.Timeout, TestContext.Current.CancellationToken);
+        disk.Stats.ProtocolErrors.Should().Be(1);
+        disk.Queues.Should().Be(0);
+        hv.HostGrants.MappingCount.Should().Be(0, "both rings and queue 0's kept grants were unmapped");
+        d.Destroy();
+        await disk.Detached.WaitAsync(GuestRunner.Timeout, TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
     public async Task Bad_Queue_Keys_Refuse_The_Connection_With_The_Reason()
     {
         var d = hv.CreateDomain(BlockGuest.Config("mqkeys"));
