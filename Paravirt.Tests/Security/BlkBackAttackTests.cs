@@ -197,18 +197,18 @@ public sealed class BlkBackAttackTests : IDisposable
     }
 
     [Fact]
-    public async Task UnknownOrUnofferedOperations_AreAnsweredNotSupported()
+    public async Task UnknownOrReservedOperations_AreAnsweredNotSupported()
     {
         var (rsp, disk) = await Attack(f =>
         [
-            .. new byte[] { Blkif.BLKIF_OP_RESERVED_1, Blkif.BLKIF_OP_INDIRECT, 7, 42, 255 }
+            .. new byte[] { Blkif.BLKIF_OP_RESERVED_1, 7, 42, 255 }
                 .Select(op => new blkif_request { operation = op, nr_segments = 1, id = 0xABCD0000UL + op }),
         ]);
 
         rsp.Select(r => r.status).Should().OnlyContain(s => s == Blkif.BLKIF_RSP_EOPNOTSUPP);
-        rsp.Select(r => r.operation).Should().Equal(4, 6, 7, 42, 255);
-        rsp.Select(r => r.id).Should().Equal(0xABCD0004UL, 0xABCD0006UL, 0xABCD0007UL, 0xABCD002AUL, 0xABCD00FFUL);
-        disk.Stats.Unsupported.Should().Be(5);
+        rsp.Select(r => r.operation).Should().Equal(4, 7, 42, 255);
+        rsp.Select(r => r.id).Should().Equal(0xABCD0004UL, 0xABCD0007UL, 0xABCD002AUL, 0xABCD00FFUL);
+        disk.Stats.Unsupported.Should().Be(4);
     }
 
     [Fact]

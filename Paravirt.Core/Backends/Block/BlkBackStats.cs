@@ -14,6 +14,11 @@ namespace Paravirt.Core.Backends.Block;
 /// <param name="Errors">Requests answered BLKIF_RSP_ERROR (invalid, bad grant, I/O failure).</param>
 /// <param name="Unsupported">Requests answered BLKIF_RSP_EOPNOTSUPP.</param>
 /// <param name="ProtocolErrors">Rings abandoned because the frontend broke io/ring.h (its domain was crashed).</param>
+/// <param name="IndirectRequests">BLKIF_OP_INDIRECT requests taken (whatever their outcome; answered ones count in Reads or Writes too).</param>
+/// <param name="PersistentGrantsMapped">Grants mapped to be kept (feature-persistent), each counted when first mapped.</param>
+/// <param name="PersistentGrantsReused">Segments and indirect pages served by a grant already kept mapped (no map, no copy).</param>
+/// <param name="TransientGrantMaps">With persistent grants, grants mapped for one request only (the table was full, or the grant was in use by another request) and unmapped when it completed.</param>
+/// <param name="PersistentGrantsPurged">Kept grants unmapped while connected (unused too long, or room made in a full table); a disconnect's unmapping is not counted.</param>
 public readonly record struct BlkBackStats(
     long Connects,
     long Disconnects,
@@ -27,7 +32,12 @@ public readonly record struct BlkBackStats(
     long BytesWritten,
     long Errors,
     long Unsupported,
-    long ProtocolErrors);
+    long ProtocolErrors,
+    long IndirectRequests,
+    long PersistentGrantsMapped,
+    long PersistentGrantsReused,
+    long TransientGrantMaps,
+    long PersistentGrantsPurged);
 
 /// <summary>The live counters behind <see cref="BlkBackStats"/>.</summary>
 internal sealed class BlkBackCounters : XenBus.IBackendCounters
@@ -45,6 +55,11 @@ internal sealed class BlkBackCounters : XenBus.IBackendCounters
     public long Errors;
     public long Unsupported;
     public long ProtocolErrors;
+    public long IndirectRequests;
+    public long PersistentGrantsMapped;
+    public long PersistentGrantsReused;
+    public long TransientGrantMaps;
+    public long PersistentGrantsPurged;
 
     public void CountConnect() => Interlocked.Increment(ref Connects);
 
@@ -65,5 +80,10 @@ internal sealed class BlkBackCounters : XenBus.IBackendCounters
         Interlocked.Read(ref BytesWritten),
         Interlocked.Read(ref Errors),
         Interlocked.Read(ref Unsupported),
-        Interlocked.Read(ref ProtocolErrors));
+        Interlocked.Read(ref ProtocolErrors),
+        Interlocked.Read(ref IndirectRequests),
+        Interlocked.Read(ref PersistentGrantsMapped),
+        Interlocked.Read(ref PersistentGrantsReused),
+        Interlocked.Read(ref TransientGrantMaps),
+        Interlocked.Read(ref PersistentGrantsPurged));
 }

@@ -49,9 +49,10 @@ public sealed class BlkBackTests : IDisposable
         B("discard-alignment").Should().Be("0");
         B("discard-secure").Should().Be("0");
         B("max-ring-page-order").Should().BeNull("only one-page rings are offered");
-        B("feature-persistent").Should().BeNull();
-        B("feature-max-indirect-segments").Should().BeNull();
-        B("multi-queue-max-queues").Should().BeNull();
+        B("feature-persistent").Should().Be("1", "Linux's blkback offers persistent grants by default");
+        B("feature-max-indirect-segments").Should().Be("256", "Linux's blkback's MAX_INDIRECT_SEGMENTS");
+        B("multi-queue-max-queues").Should().Be(Math.Clamp(Environment.ProcessorCount, 1, BlkBack.DefaultMaxQueuesLimit).ToString(CultureInfo.InvariantCulture), "one queue per host processor, as Linux's blkback");
+        disk.MaxQueues.Should().Be(Math.Clamp(Environment.ProcessorCount, 1, BlkBack.DefaultMaxQueuesLimit));
         B("state").Should().Be("2", "InitWait: waiting for the frontend");
         FluentActions.Invoking(() => d.AttachDisk("xvda", BlockDevice.InMemory(8))).Should().Throw<InvalidOperationException>().WithMessage("*already has a vbd 51712*");
         d.Destroy();
@@ -209,7 +210,7 @@ public sealed class BlkBackTests : IDisposable
         var original = (byte[])bytes.Clone();
         var d = hv.CreateDomain(BlockGuest.Config("discard"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes));
-        short ok = 1, past = 0, wrap = 0, empty = 1, secure = 1;
+        short ok = 1, past = 0, wrap = 0, empty = 1, secure = 1, large = 1;
         await BlockGuest.RunAsync(d, f =>
         {
             f.Connect().Should().BeTrue();
@@ -219,6 +220,7 @@ public sealed class BlkBackTests : IDisposable
             wrap = f.Discard(8, ulong.MaxValue - 4);
             empty = f.Discard(100, 0);
             secure = f.Discard(2047, 1, Blkif.BLKIF_DISCARD_SECURE); // ignored: discard-secure is 0
+            large = f.Discard(1000, 1000); // far more than any request's data (Linux discards whole extents)
         });
 
         ok.Should().Be(Blkif.BLKIF_RSP_OKAY);
@@ -226,10 +228,13 @@ public sealed class BlkBackTests : IDisposable
         wrap.Should().Be(Blkif.BLKIF_RSP_ERROR, "a count that wraps around is out of range");
         empty.Should().Be(Blkif.BLKIF_RSP_OKAY);
         secure.Should().Be(Blkif.BLKIF_RSP_OKAY);
+        large.Should().Be(Blkif.BLKIF_RSP_OKAY);
         bytes.AsSpan(8 * 512, 16 * 512).ToArray().Should().OnlyContain(b => b == 0);
+        bytes.AsSpan(1000 * 512, 1000 * 512).ToArray().Should().OnlyContain(b => b == 0);
         bytes.AsSpan(0, 8 * 512).SequenceEqual(original.AsSpan(0, 8 * 512)).Should().BeTrue();
-        bytes.AsSpan(24 * 512, (2047 - 24) * 512).SequenceEqual(original.AsSpan(24 * 512, (2047 - 24) * 512)).Should().BeTrue();
-        disk.Stats.Discards.Should().Be(3);
+        bytes.AsSpan(24 * 512, (1000 - 24) * 512).SequenceEqual(original.AsSpan(24 * 512, (1000 - 24) * 512)).Should().BeTrue();
+        bytes.AsSpan(2000 * 512, 47 * 512).SequenceEqual(original.AsSpan(2000 * 512, 47 * 512)).Should().BeTrue();
+        disk.Stats.Discards.Should().Be(4);
         disk.Stats.Errors.Should().Be(2);
         d.Destroy();
     }
