@@ -99,15 +99,7 @@ internal static class HostCommand
             }
         }
 
-        using var signalled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        void Stop(PosixSignalContext context)
-        {
-            context.Cancel = true;
-            signalled.Cancel();
-        }
-
-        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
-        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var signals = new Host.TerminationSignals(cancellationToken);
         using var hv = new Hypervisor(new HypervisorOptions
         {
             MemoryMiB = options.MemoryMiB,
@@ -137,7 +129,7 @@ internal static class HostCommand
                 $"paravirt: host listening on {path} (pid {Environment.ProcessId}, {options.MemoryMiB} MiB{(logDirectory is null ? "" : $", console logs in {logDirectory}")})")).ConfigureAwait(false);
             try
             {
-                await Task.Delay(Timeout.Infinite, signalled.Token).ConfigureAwait(false);
+                await Task.Delay(Timeout.Infinite, signals.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {

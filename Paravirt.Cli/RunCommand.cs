@@ -170,15 +170,7 @@ internal static class RunCommand
             return ExitCodes.Config;
         }
 
-        using var signalled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        void Stop(PosixSignalContext context)
-        {
-            context.Cancel = true;
-            signalled.Cancel();
-        }
-
-        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
-        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var signals = new Host.TerminationSignals(cancellationToken);
 
         var hostMiB = (spec.MaxMemoryMiB ?? spec.MemoryMiB) + 16;
         HypervisorTrace? traceFile = null;
@@ -237,8 +229,8 @@ internal static class RunCommand
                 ? new Host.MarkerWriter(output, from, guestProfile.Reset)
                 : output;
             var session = new Session(spec, hv, console, error, options.MaxRestarts);
-            var input2 = input is null ? Task.CompletedTask : session.PumpInputAsync(input, signalled.Token);
-            var code = await session.RunAsync(signalled.Token).ConfigureAwait(false);
+            var input2 = input is null ? Task.CompletedTask : session.PumpInputAsync(input, signals.Token);
+            var code = await session.RunAsync(signals.Token).ConfigureAwait(false);
             _ = input2; // stdin may stay open: the copy ends with the process, never awaited
             if (guestProfile is not null && options.ProfilePath is { } profilePath)
             {

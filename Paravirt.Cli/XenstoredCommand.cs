@@ -23,15 +23,7 @@ internal static class XenstoredCommand
     public static async Task<int> RunAsync(string socketPath, TextWriter output, CancellationToken cancellationToken)
     {
         // SIGTERM would otherwise end the process before the socket file is removed.
-        using var signalled = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        void Stop(PosixSignalContext context)
-        {
-            context.Cancel = true;
-            signalled.Cancel();
-        }
-
-        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
-        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var signals = new Host.TerminationSignals(cancellationToken);
         XenStoreSocketServer server;
         try
         {
@@ -49,7 +41,7 @@ internal static class XenstoredCommand
             await output.FlushAsync(CancellationToken.None).ConfigureAwait(false);
             try
             {
-                await Task.Delay(Timeout.Infinite, signalled.Token).ConfigureAwait(false);
+                await Task.Delay(Timeout.Infinite, signals.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
