@@ -55,7 +55,9 @@ public sealed partial class LinuxNetFrontTests : IDisposable
             ping -c 3 10.0.0.2 && echo PINGED-{mark}
             dd if=/dev/urandom of=/tmp/data bs=64k count=64 2>/dev/null
             echo SENDING-$(md5sum < /tmp/data | cut -d' ' -f1)-$(wc -c < /tmp/data)
+            echo UPTIME-START $(cut -d' ' -f1 /proc/uptime)
             nc 10.0.0.2 5000 < /tmp/data && echo SENT-{mark}
+            echo UPTIME-END $(cut -d' ' -f1 /proc/uptime)
             read go
             grep ^Tcp: /proc/net/snmp | tail -n1 | sed 's/^/TCPSTATS /'
             poweroff -f
@@ -79,6 +81,13 @@ public sealed partial class LinuxNetFrontTests : IDisposable
             await aConsole.WaitForAsync(a, $"UP-{mark}", Bound, ct);
             await a.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
             await aConsole.WaitForAsync(a, $"SENT-{mark}", Bound, ct);
+            foreach (var (d, _, nic) in domains)
+            {
+                // What Linux's netfront negotiated: the keys it wrote into its vif directory.
+                var keys = hv.XenStore.Directory(nic.FrontendPath).Order(StringComparer.Ordinal).Select(k => $"{k}={hv.XenStore.Read($"{nic.FrontendPath}/{k}")}");
+                TestContext.Current.TestOutputHelper?.WriteLine($"{d.Name} {nic.FrontendPath}: {string.Join(' ', keys)}");
+            }
+
             await bConsole.WaitForAsync(b, $"PINGED-{mark}", Bound, ct);
             await a.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
             await b.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
@@ -98,6 +107,13 @@ public sealed partial class LinuxNetFrontTests : IDisposable
             received.Success.Should().BeTrue($"the server printed its digest:\n{bText}");
             received.Groups[2].Value.Should().Be(sent.Groups[2].Value, $"all bytes arrive:\n{bText}");
             received.Groups[1].Value.Should().Be(sent.Groups[1].Value, "the same bytes arrive");
+            var uptime = Uptime().Matches(aText);
+            if (uptime.Count == 2)
+            {
+                var seconds = double.Parse(uptime[1].Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) - double.Parse(uptime[0].Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+                TestContext.Current.TestOutputHelper?.WriteLine($"the 4 MiB stream took {seconds:F2} s of the client's uptime");
+            }
+
             aText.Should().Contain($"PINGED-{mark}", "A pinged B");
             bText.Should().Contain($"PINGED-{mark}", "B pinged A");
             foreach (var (text, who) in new[] { (aText, "A"), (bText, "B") })
@@ -127,6 +143,9 @@ public sealed partial class LinuxNetFrontTests : IDisposable
             }
         }
     }
+
+    [GeneratedRegex(@"UPTIME-(?:START|END) ([0-9.]+)")]
+    private static partial Regex Uptime();
 
     [GeneratedRegex(@"TCPSTATS Tcp: ([0-9 -]+)")]
     private static partial Regex TcpStats();
