@@ -27,7 +27,7 @@ public sealed class TestNetFront
     public const uint RxRingRef = 9;
 
     /// <summary>The control ring's grant reference.</summary>
-    public const uint CtrlRingRef = 250;
+    public const uint CtrlRingRef = 500;
 
     /// <summary>Queues a test frontend can set up.</summary>
     public const int MaxQueues = 4;
@@ -99,9 +99,9 @@ public sealed class TestNetFront
 
     public ulong CtrlRing => G.Scratch + 0x1F000;
 
-    private static uint TxRefOf(int queue) => queue == 0 ? TxRingRef : 200 + (2 * (uint)queue);
+    private static uint TxRefOf(int queue) => queue == 0 ? TxRingRef : 480 + (2 * (uint)queue);
 
-    private static uint RxRefOf(int queue) => queue == 0 ? RxRingRef : 201 + (2 * (uint)queue);
+    private static uint RxRefOf(int queue) => queue == 0 ? RxRingRef : 481 + (2 * (uint)queue);
 
     public ulong DataAddress(int page) => G.Scratch + 0x20000 + ((ulong)page * 4096);
 
@@ -112,6 +112,9 @@ public sealed class TestNetFront
     public string? Read(string path) => xs.ReadString(path);
 
     public void WriteFrontend(string key, string value) => xs.WriteString($"{FrontendPath}/{key}", value);
+
+    /// <summary>XS_RM of a key of the frontend directory (absent is fine).</summary>
+    public void RemoveFrontend(string key) => xs.Call(Paravirt.Core.Abi.Io.xsd_sockmsg_type.XS_RM, $"{FrontendPath}/{key}");
 
     public string? ReadBackend(string key) => Read($"{BackendPath}/{key}");
 
@@ -392,6 +395,9 @@ public sealed class TestNetFront
         }
     }
 
+    /// <summary>EVTCHNOP_send on the control ring's port.</summary>
+    public void NotifyControl() => Send(CtrlPort);
+
     /// <summary>One control-ring request (io/netif.h XEN_NETIF_CTRL_TYPE_*), published and notified; returns its response.</summary>
     public xen_netif_ctrl_response Control(int type, uint data0 = 0, uint data1 = 0, uint data2 = 0, ushort id = 0)
     {
@@ -406,6 +412,111 @@ public sealed class TestNetFront
         G.Cpu.Memory.WriteVolatile(CtrlRing, 4, ctrlProdPvt);
         Send(CtrlPort);
         return Wait(1, CtrlRing, ref ctrlCons, CtrlEntry, [CtrlPort], a => G.Cpu.Memory.Read<xen_netif_ctrl_response>(a), Ring.RING_SIZE_xen_netif_ctrl).Single();
+    }
+
+    /// <summary>
+    /// Sends <paramref name="frame"/> from data pages <paramref name="firstPage"/>.. (one 4096-byte
+    /// chunk each, granted read-only): the first request (the whole size, its id the page number),
+    /// <paramref name="extra"/> if given, then one fragment per further page. Returns the responses.
+    /// </summary>
+    public List<netif_tx_response> SendFrame(byte[] frame, int firstPage, int flags = 0, netif_extra_info? extra = null, int queue = 0)
+    {
+        var chunks = Math.Max(1, (frame.Length + 4095) / 4096);
+        for (var j = 0; j < chunks; j++)
+        {
+            var bytes = frame.AsSpan(j * 4096, Math.Min(4096, frame.Length - (j * 4096)));
+            Fill(firstPage + j, 0, bytes);
+            GrantPage(firstPage + j, readOnly: true);
+            var more = j < chunks - 1 ? Netif.NETTXF_more_data : 0;
+            if (j == 0)
+            {
+                QueueTx(new netif_tx_request { gref = DataRef(firstPage), size = (ushort)frame.Length, flags = (ushort)(flags | more | (extra is null ? 0 : Netif.NETTXF_extra_info)), id = (ushort)firstPage }, queue);
+                if (extra is { } e)
+                {
+                    QueueExtra(e, queue);
+                }
+            }
+            else
+            {
+                QueueTx(new netif_tx_request { gref = DataRef(firstPage + j), size = (ushort)bytes.Length, flags = (ushort)more, id = (ushort)(firstPage + j) }, queue);
+            }
+        }
+
+        Push();
+        return WaitTx(chunks + (extra is null ? 0 : 1), queue);
+    }
+
+    /// <summary>A GSO extra-info slot.</summary>
+    public static netif_extra_info Gso(int size, int type) =>
+        new() { type = Netif.XEN_NETIF_EXTRA_TYPE_GSO, u = new netif_extra_info.U { gso = new netif_extra_info.Gso { size = (ushort)size, type = (byte)type } } };
+
+    /// <summary>Grants data pages <paramref name="firstPage"/>.. writable and posts each as a receive buffer whose id is its page number.</summary>
+    public void PostRxPages(int firstPage, int count, int queue = 0)
+    {
+        for (var p = firstPage; p < firstPage + count; p++)
+        {
+            PostRx((ushort)p, GrantPage(p), queue);
+        }
+    }
+
+    /// <summary>A received packet: its bytes joined from its data slots, the first slot's flags, its extra-info slots, and how many slots it took.</summary>
+    public sealed record RxPacket(byte[] Data, int Flags, IReadOnlyList<netif_extra_info> Extras, int Slots, int Queue, bool Error);
+
+    /// <summary>
+    /// Joins receive responses (in ring order per queue) into packets as netfront does: extra-info
+    /// slots after a first slot flagged NETRXF_extra_info (while XEN_NETIF_EXTRA_FLAG_MORE), then
+    /// further data slots while NETRXF_more_data; each data slot read from the page its id names.
+    /// </summary>
+    public List<RxPacket> Packets(IEnumerable<(int Queue, netif_rx_response Response)> responses)
+    {
+        var packets = new List<RxPacket>();
+        foreach (var group in responses.GroupBy(r => r.Queue))
+        {
+            var list = group.Select(r => r.Response).ToList();
+            for (var i = 0; i < list.Count;)
+            {
+                var first = list[i++];
+                var data = new List<byte>();
+                var error = first.status < 0;
+                if (!error)
+                {
+                    data.AddRange(ReadData(first.id, first.offset, first.status));
+                }
+
+                var extras = new List<netif_extra_info>();
+                if ((first.flags & Netif.NETRXF_extra_info) != 0)
+                {
+                    netif_extra_info e;
+                    do
+                    {
+                        var r = list[i++];
+                        e = System.Runtime.CompilerServices.Unsafe.As<netif_rx_response, netif_extra_info>(ref r);
+                        extras.Add(e);
+                    }
+                    while ((e.flags & Netif.XEN_NETIF_EXTRA_FLAG_MORE) != 0);
+                }
+
+                var slots = 1 + extras.Count;
+                var last = first;
+                while ((last.flags & Netif.NETRXF_more_data) != 0)
+                {
+                    last = list[i++];
+                    slots++;
+                    if (last.status < 0)
+                    {
+                        error = true;
+                    }
+                    else
+                    {
+                        data.AddRange(ReadData(last.id, last.offset, last.status));
+                    }
+                }
+
+                packets.Add(new RxPacket([.. data], first.flags, extras, slots, group.Key, error));
+            }
+        }
+
+        return packets;
     }
 
     /// <summary>Sends one packet laid out as <paramref name="slots"/> (already filled and granted) and returns the responses to its slots.</summary>
