@@ -8,7 +8,9 @@ namespace Paravirt.Tests.EndToEnd;
 
 /// <summary>
 /// Linux's own xen-netfront (the module from Debian's cloud kernel package) in two guests on one
-/// switch: ARP, ICMP and a multi-megabyte TCP stream between them, checksummed on both ends.
+/// switch: ARP, ICMP and a multi-megabyte TCP stream between them, checksummed on both ends. The
+/// server has two vCPUs, so its netfront asks for two queues; both negotiate scatter-gather, TCP
+/// GSO and checksum offload, so the stream goes as GSO frames delivered whole.
 /// </summary>
 public sealed partial class LinuxNetFrontTests : IDisposable
 {
@@ -65,11 +67,11 @@ public sealed partial class LinuxNetFrontTests : IDisposable
         var domains = new List<(Domain D, ConsoleWatcher Console, NetBack Nic)>();
         try
         {
-            foreach (var (name, init, mac) in new[] { ("linux-b", server, 0x00163E0000B2UL), ("linux-a", client, 0x00163E0000A1UL) })
+            foreach (var (name, init, mac, vcpus) in new[] { ("linux-b", server, 0x00163E0000B2UL, 2), ("linux-a", client, 0x00163E0000A1UL, 1) })
             {
                 var ramdisk = Initramfs.Busybox(DebianLinux.Busybox, init, Applets).FileEntry("xen-netfront.ko", module).Script("recv", "#!/bin/sh\ncat > /tmp/got\n").ToGzip();
-                var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = name, MemoryMiB = 192, AutoTranslated = false, CommandLine = "console=hvc0" }, kernel, ramdisk);
-                var nic = d.AttachNic(hv.Switch("br0"), new NicOptions { Mac = MacAddress.FromValue(mac), });
+                var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = name, MemoryMiB = 192, Vcpus = vcpus, AutoTranslated = false, CommandLine = "console=hvc0" }, kernel, ramdisk);
+                var nic = d.AttachNic(hv.Switch("br0"), new NicOptions { Mac = MacAddress.FromValue(mac), MaxQueues = 2 });
                 var watcher = new ConsoleWatcher(d.Console.Output, ct);
                 PvKernelStart.Start(d, boot);
                 domains.Add((d, watcher, nic));
@@ -81,12 +83,26 @@ public sealed partial class LinuxNetFrontTests : IDisposable
             await aConsole.WaitForAsync(a, $"UP-{mark}", Bound, ct);
             await a.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
             await aConsole.WaitForAsync(a, $"SENT-{mark}", Bound, ct);
+            var negotiated = new Dictionary<string, string?>();
             foreach (var (d, _, nic) in domains)
             {
                 // What Linux's netfront negotiated: the keys it wrote into its vif directory.
                 var keys = hv.XenStore.Directory(nic.FrontendPath).Order(StringComparer.Ordinal).Select(k => $"{k}={hv.XenStore.Read($"{nic.FrontendPath}/{k}")}");
-                TestContext.Current.TestOutputHelper?.WriteLine($"{d.Name} {nic.FrontendPath}: {string.Join(' ', keys)}");
+                TestContext.Current.TestOutputHelper?.WriteLine($"{d.Name} {nic.FrontendPath}: {string.Join(' ', keys)}; {nic.Queues} queue(s) served");
+                foreach (var key in (string[])["multi-queue-num-queues", "feature-sg", "feature-gso-tcpv4", "queue-1/tx-ring-ref"])
+                {
+                    negotiated[$"{d.Name} {key}"] = hv.XenStore.Read($"{nic.FrontendPath}/{key}");
+                }
+
+                negotiated[$"{d.Name} queues"] = nic.Queues.ToString(System.Globalization.CultureInfo.InvariantCulture);
             }
+
+            negotiated["linux-b multi-queue-num-queues"].Should().Be("2", "the two-vCPU guest's netfront asks for a queue per vCPU");
+            negotiated["linux-b queues"].Should().Be("2");
+            negotiated["linux-b queue-1/tx-ring-ref"].Should().NotBeNull("a second queue has its own rings");
+            negotiated["linux-a queues"].Should().Be("1");
+            negotiated["linux-a feature-gso-tcpv4"].Should().Be("1");
+            negotiated["linux-b feature-gso-tcpv4"].Should().Be("1");
 
             await bConsole.WaitForAsync(b, $"PINGED-{mark}", Bound, ct);
             await a.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
@@ -94,10 +110,17 @@ public sealed partial class LinuxNetFrontTests : IDisposable
             foreach (var (d, _, nic) in domains)
             {
                 await d.WaitForShutdownAsync(ct).WaitAsync(Bound, ct);
+                TestContext.Current.TestOutputHelper?.WriteLine($"{d.Name}: {nic.Stats}");
                 nic.Stats.TxErrors.Should().Be(0);
                 nic.Stats.RxErrors.Should().Be(0);
                 nic.Stats.ProtocolErrors.Should().Be(0);
+                nic.Stats.TxOffloadDropped.Should().Be(0, "Linux's checksum and GSO requests fit its packets");
             }
+
+            var (_, _, bNic) = domains[0];
+            var (_, _, aNic) = domains[1];
+            aNic.Stats.TxGsoPackets.Should().BeGreaterThan(0, "Linux's TCP sends the stream as GSO frames once the backend offers feature-gso-tcpv4");
+            bNic.Stats.RxGsoPackets.Should().BeGreaterThan(0, "and the receiving netfront, which asked for GSO, takes them whole");
 
             var aText = aConsole.Text;
             var bText = bConsole.Text;
