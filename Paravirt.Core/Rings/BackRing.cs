@@ -103,6 +103,59 @@ public sealed class BackRing<TReq, TRsp>
         return HasUnconsumedRequests;
     }
 
+    /// <summary>
+    /// Requests published and not yet taken, at most as many as there are free response slots
+    /// (what <see cref="TryTakeRequest"/> would give in a row). ProtocolError on an overrun.
+    /// </summary>
+    public RingStatus CountRequests(out int available)
+    {
+        available = 0;
+        if (_broken)
+        {
+            return RingStatus.ProtocolError;
+        }
+
+        var reqProd = Volatile.Read(ref RingLayout.Index(_page, RingLayout.ReqProd));
+        if (unchecked(reqProd - _rspProdPvt) > (uint)Size)
+        {
+            _broken = true; // RING_REQUEST_PROD_OVERFLOW
+            return RingStatus.ProtocolError;
+        }
+
+        // reqProd - rspProdPvt <= Size, so reqProd - reqCons fits too unless the producer went backwards.
+        var published = unchecked(reqProd - _reqCons);
+        var free = (uint)Size - unchecked(_reqCons - _rspProdPvt);
+        available = published > (uint)Size ? 0 : (int)Math.Min(published, free);
+        return RingStatus.Ok;
+    }
+
+    /// <summary>
+    /// As <see cref="FinalCheckForRequests()"/> for a packet that needs <paramref name="needed"/>
+    /// requests at once: true if that many are waiting; otherwise asks to be notified of the next
+    /// request after those already published (netback's <c>xenvif_rx_ring_slots_available</c>).
+    /// </summary>
+    public bool FinalCheckForRequests(int needed)
+    {
+        // Bounded: a producer index that keeps moving gets "look again" rather than a spin here.
+        for (var tries = 0; tries < 4; tries++)
+        {
+            if (CountRequests(out var available) != RingStatus.Ok || available >= needed)
+            {
+                return true; // enough, or broken: the caller's next take says which
+            }
+
+            var reqProd = Volatile.Read(ref RingLayout.Index(_page, RingLayout.ReqProd));
+            Volatile.Write(ref RingLayout.Index(_page, RingLayout.ReqEvent), reqProd + 1);
+            Interlocked.MemoryBarrier();
+            if (Volatile.Read(ref RingLayout.Index(_page, RingLayout.ReqProd)) == reqProd)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     private bool HasUnconsumedRequests => Volatile.Read(ref RingLayout.Index(_page, RingLayout.ReqProd)) != _reqCons;
 
     private Span<byte> Slot(uint index) =>

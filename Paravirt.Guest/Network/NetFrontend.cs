@@ -31,8 +31,10 @@ public readonly record struct NetFrontendStats(long TxPackets, long TxBytes, lon
 /// <list type="bullet">
 /// <item>Handshake: wait for the backend's InitWait; it must offer <c>feature-rx-copy</c>; read
 /// <c>mac</c> from our own directory; publish <c>tx-ring-ref</c>, <c>rx-ring-ref</c>,
-/// <c>event-channel</c>, <c>request-rx-copy</c> = 1 and <c>feature-rx-notify</c> = 1 in one
-/// transaction; Initialised; wait for Connected; Connected.</item>
+/// <c>event-channel</c>, <c>request-rx-copy</c> = 1, <c>feature-rx-notify</c> = 1 and
+/// <c>feature-no-csum-offload</c> = 1 (frames reach the program as they are: a blank checksum must
+/// be finished by the backend) in one transaction; Initialised; wait for Connected; Connected. No
+/// <c>feature-sg</c> or <c>feature-gso-*</c>: every frame comes in one buffer, GSO frames as segments.</item>
 /// <item>Receive: <see cref="NetFrontendOptions.RxBuffers"/> pages granted writable to the backend
 /// stay posted in the rx ring; the event handler takes responses (interrupt context: it only
 /// records them); <see cref="Receive"/> copies a frame out of its page and posts the page again.</item>
@@ -238,7 +240,8 @@ public sealed class NetFrontend : IDisposable
                     (r = t.Write($"{node}/rx-ring-ref", _rxRingRef.ToString(CultureInfo.InvariantCulture))) < 0 ||
                     (r = t.Write($"{node}/event-channel", _port.ToString(CultureInfo.InvariantCulture))) < 0 ||
                     (r = t.Write($"{node}/request-rx-copy", "1")) < 0 ||
-                    (r = t.Write($"{node}/feature-rx-notify", "1")) < 0)
+                    (r = t.Write($"{node}/feature-rx-notify", "1")) < 0 ||
+                    (r = t.Write($"{node}/feature-no-csum-offload", "1")) < 0)
                 {
                     return r;
                 }

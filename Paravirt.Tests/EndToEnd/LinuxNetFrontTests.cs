@@ -14,7 +14,9 @@ namespace Paravirt.Tests.EndToEnd;
 /// wrote) in two guests on one switch, beside a managed guest and the host's own port, in one
 /// boot of each: the Linux guests exchange ARP, pings and a multi-megabyte TCP stream (busybox
 /// <c>nc</c>), checksummed with md5sum on both ends; one of them pings the managed
-/// <c>pingable</c> guest and the host's port (both check the checksums of what they get).
+/// <c>pingable</c> guest and the host's port (both check the checksums of what they get). The
+/// server has two vCPUs, so its netfront asks for two queues; both negotiate scatter-gather, TCP
+/// GSO and checksum offload, so the stream goes as GSO frames delivered whole.
 /// </summary>
 public sealed partial class LinuxNetFrontTests : IDisposable
 {
@@ -85,16 +87,16 @@ public sealed partial class LinuxNetFrontTests : IDisposable
         var linux = new List<(Domain D, ConsoleWatcher Console, NetBack Nic)>();
         try
         {
-            foreach (var (name, init, mac, ip) in new[] { ("linux-b", server, "00:16:3e:00:00:b2", "10.0.0.2"), ("linux-a", client, "00:16:3e:00:00:a1", "10.0.0.1") })
+            foreach (var (name, init, mac, ip, vcpus) in new[] { ("linux-b", server, "00:16:3e:00:00:b2", "10.0.0.2", 2), ("linux-a", client, "00:16:3e:00:00:a1", "10.0.0.1", 1) })
             {
                 var ramdisk = Initramfs.Busybox(DebianLinux.Busybox, init, Applets)
                     .FileEntry("xen-netfront.ko", module)
                     .Script("recv", "#!/bin/sh\ncat > /tmp/got\n")
                     .ToGzip();
-                var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = name, MemoryMiB = 192, AutoTranslated = false, CommandLine = "console=hvc0" }, kernel, ramdisk);
+                var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = name, MemoryMiB = 192, Vcpus = vcpus, AutoTranslated = false, CommandLine = "console=hvc0" }, kernel, ramdisk);
 
                 // ip= as xl's vif would give it: the switch admits IPv4 from that address only.
-                var nic = d.AttachNic(network, new NicOptions { Mac = MacAddress.Parse(mac), Ips = [IPAddress.Parse(ip)] });
+                var nic = d.AttachNic(network, new NicOptions { Mac = MacAddress.Parse(mac), Ips = [IPAddress.Parse(ip)], MaxQueues = 2 });
                 var watcher = new ConsoleWatcher(d.Console.Output, ct);
                 PvKernelStart.Start(d, boot);
                 linux.Add((d, watcher, nic));
@@ -106,6 +108,27 @@ public sealed partial class LinuxNetFrontTests : IDisposable
             await aConsole.WaitForAsync(a, $"UP-{mark}", Bound, ct);
             await a.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
             await aConsole.WaitForAsync(a, $"SENT-{mark}", Bound, ct);
+            var negotiated = new Dictionary<string, string?>();
+            foreach (var (d, _, nic) in linux)
+            {
+                // What Linux's netfront negotiated: the keys it wrote into its vif directory.
+                var keys = hv.XenStore.Directory(nic.FrontendPath).Order(StringComparer.Ordinal).Select(k => $"{k}={hv.XenStore.Read($"{nic.FrontendPath}/{k}")}");
+                TestContext.Current.TestOutputHelper?.WriteLine($"{d.Name} {nic.FrontendPath}: {string.Join(' ', keys)}; {nic.Queues} queue(s) served");
+                foreach (var key in (string[])["multi-queue-num-queues", "feature-sg", "feature-gso-tcpv4", "queue-1/tx-ring-ref"])
+                {
+                    negotiated[$"{d.Name} {key}"] = hv.XenStore.Read($"{nic.FrontendPath}/{key}");
+                }
+
+                negotiated[$"{d.Name} queues"] = nic.Queues.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+
+            negotiated["linux-b multi-queue-num-queues"].Should().Be("2", "the two-vCPU guest's netfront asks for a queue per vCPU");
+            negotiated["linux-b queues"].Should().Be("2");
+            negotiated["linux-b queue-1/tx-ring-ref"].Should().NotBeNull("a second queue has its own rings");
+            negotiated["linux-a queues"].Should().Be("1");
+            negotiated["linux-a feature-gso-tcpv4"].Should().Be("1");
+            negotiated["linux-b feature-gso-tcpv4"].Should().Be("1");
+
             await bConsole.WaitForAsync(b, $"PINGED-{mark}", Bound, ct);
             await a.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
             await b.Console.Input.WriteAsync("go\n"u8.ToArray(), ct);
@@ -148,12 +171,19 @@ public sealed partial class LinuxNetFrontTests : IDisposable
                 }
             }
 
-            foreach (var (_, _, nic) in linux)
+            foreach (var (d, _, nic) in linux)
             {
+                TestContext.Current.TestOutputHelper?.WriteLine($"{d.Name}: {nic.Stats}");
                 nic.Stats.TxErrors.Should().Be(0);
                 nic.Stats.RxErrors.Should().Be(0);
                 nic.Stats.ProtocolErrors.Should().Be(0);
+                nic.Stats.TxOffloadDropped.Should().Be(0, "Linux's checksum and GSO requests fit its packets");
             }
+
+            var (_, _, bNic) = linux[0];
+            var (_, _, aNic) = linux[1];
+            aNic.Stats.TxGsoPackets.Should().BeGreaterThan(0, "Linux's TCP sends the stream as GSO frames once the backend offers feature-gso-tcpv4");
+            bNic.Stats.RxGsoPackets.Should().BeGreaterThan(0, "and the receiving netfront, which asked for GSO, takes them whole");
         }
         finally
         {

@@ -127,23 +127,6 @@ public sealed class NetBackAttackTests : IDisposable
     }
 
     [Fact]
-    public async Task DataCrossingTheEndOfItsPage_IsAnError()
-    {
-        var (rsp, vif, sink) = await Attack(f =>
-        [
-            [Req(TestNetFront.DataRef(0), 4000, 200, id: 1)],
-            [Req(TestNetFront.DataRef(1), 4095, 14, id: 2)],
-            [Req(TestNetFront.DataRef(2), 0, 300, Netif.NETTXF_more_data, 3), Req(TestNetFront.DataRef(3), 4000, 200, id: 4)],
-            [Req(TestNetFront.DataRef(4), 65535, 60, id: 5)],
-        ]);
-
-        rsp.SelectMany(Statuses).Should().OnlyContain(s => s == Error).And.HaveCount(5);
-        sink.Should().BeEmpty();
-        vif.Stats.TxErrors.Should().Be(4);
-        vif.Stats.TxPackets.Should().Be(1, "only the final good frame");
-    }
-
-    [Fact]
     public async Task FragmentsAddingUpToMoreThanThePacket_AreAnError()
     {
         var (rsp, _, sink) = await Attack(f =>
@@ -157,35 +140,54 @@ public sealed class NetBackAttackTests : IDisposable
         sink.Should().BeEmpty();
     }
 
-    [Fact]
-    public async Task MoreThan18Slots_IsAnError_And_18_Slots_Are_Reassembled_Exactly()
+    private static netif_tx_request[] Chain(int slots, int each)
     {
-        static netif_tx_request[] Chain(int slots, int each)
+        var r = new netif_tx_request[slots];
+        for (var i = 0; i < slots; i++)
         {
-            var r = new netif_tx_request[slots];
-            for (var i = 0; i < slots; i++)
-            {
-                // The first slot carries the whole size; fragments come from pages 1.. at offset 100.
-                r[i] = i == 0
-                    ? Req(TestNetFront.DataRef(0), 0, slots * each, Netif.NETTXF_more_data, 100 + i)
-                    : Req(TestNetFront.DataRef(i), 100, each, i == slots - 1 ? 0 : Netif.NETTXF_more_data, 100 + i);
-            }
-
-            return r;
+            // The first slot carries the whole size; fragments come from pages 1.. at offset 100.
+            r[i] = i == 0
+                ? Req(TestNetFront.DataRef(0), 0, slots * each, Netif.NETTXF_more_data, 100 + i)
+                : Req(TestNetFront.DataRef(i), 100, each, i == slots - 1 ? 0 : Netif.NETTXF_more_data, 100 + i);
         }
 
-        var (rsp, vif, sink) = await Attack(f => [Chain(19, 60), Chain(18, 60)]);
+        return r;
+    }
 
-        Statuses(rsp[0]).Should().HaveCount(19).And.OnlyContain(s => s == Error);
-        Statuses(rsp[1]).Should().HaveCount(18).And.OnlyContain(s => s == Okay);
-        rsp[1].Select(r => (int)r.id).Should().Equal(Enumerable.Range(100, 18));
+    [Fact]
+    public async Task More_Than_18_Fragments_Are_An_Error_And_19_Slots_Are_Reassembled_Exactly()
+    {
+        // netback's xenvif_count_requests: up to XEN_NETBK_LEGACY_SLOTS_MAX (18) fragments after the
+        // first slot; 19 or 20 are answered NETIF_RSP_ERROR (21 is fatal, below).
+        var (rsp, vif, sink) = await Attack(f => [Chain(20, 60), Chain(21, 60), Chain(19, 60)]);
+
+        Statuses(rsp[0]).Should().HaveCount(20).And.OnlyContain(s => s == Error);
+        Statuses(rsp[1]).Should().HaveCount(21).And.OnlyContain(s => s == Error);
+        Statuses(rsp[2]).Should().HaveCount(19).And.OnlyContain(s => s == Okay);
+        rsp[2].Select(r => (int)r.id).Should().Equal(Enumerable.Range(100, 19));
         var expected = new List<byte>(FrameBytes(VirtualSwitch.MaxFrameBytes, 0).AsSpan(0, 60).ToArray());
-        for (var i = 1; i < 18; i++)
+        for (var i = 1; i < 19; i++)
         {
             expected.AddRange(FrameBytes(VirtualSwitch.MaxFrameBytes, i).AsSpan(100, 60).ToArray());
         }
 
         sink.Should().ContainSingle().Which.Should().Equal(expected, "the fragments are joined in ring order");
+        vif.Stats.TxErrors.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task A_First_Slot_Holding_Less_Than_An_Ethernet_Header_Is_An_Error()
+    {
+        // netback checks the first slot's own bytes (its size less the fragments') against ETH_HLEN.
+        var (rsp, vif, sink) = await Attack(f =>
+        [
+            [Req(TestNetFront.DataRef(0), 0, 100, Netif.NETTXF_more_data, 1), Req(TestNetFront.DataRef(1), 0, 90, id: 2)],
+            [Req(TestNetFront.DataRef(2), 0, 100, Netif.NETTXF_more_data, 3), Req(TestNetFront.DataRef(3), 0, 86, id: 4)],
+        ]);
+
+        Statuses(rsp[0]).Should().Equal(Error, Error);
+        Statuses(rsp[1]).Should().Equal([Okay, Okay], "14 bytes in the first slot is a whole header");
+        sink.Should().ContainSingle().Which.Should().HaveCount(100);
         vif.Stats.TxErrors.Should().Be(1);
     }
 
@@ -209,36 +211,38 @@ public sealed class NetBackAttackTests : IDisposable
     }
 
     [Fact]
-    public async Task ExtraInfoSlots_AreRefused_And_Answered_Null()
+    public async Task Multicast_Filter_Requests_Are_Answered_With_Their_Extra_Slots_And_Reach_Nobody()
     {
-        var (rsp, _, sink) = await Attack(f =>
+        var (rsp, vif, sink) = await Attack(f =>
         {
-            var gso = new netif_extra_info { type = Netif.XEN_NETIF_EXTRA_TYPE_GSO };
-            var more = new netif_extra_info { type = Netif.XEN_NETIF_EXTRA_TYPE_MCAST_ADD, flags = Netif.XEN_NETIF_EXTRA_FLAG_MORE };
-            var results = new List<netif_tx_request[]>();
+            static netif_extra_info Mcast(int type, int flags = 0)
+            {
+                var e = new netif_extra_info { type = (byte)type, flags = (byte)flags };
+                var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(new Span<netif_extra_info>(ref e));
+                byte[] group = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
+                group.CopyTo(bytes[2..]);
+                return e;
+            }
 
-            // The first request, one GSO extra slot, then a fragment.
-            f.QueueTx(Req(TestNetFront.DataRef(0), 0, 200, Netif.NETTXF_extra_info | Netif.NETTXF_more_data, 1));
-            f.QueueExtra(gso);
-            f.QueueTx(Req(TestNetFront.DataRef(1), 0, 100, id: 2));
+            // A dummy request carrying MCAST_ADD; then one carrying MCAST_DEL after a (later ignored) GSO slot.
+            f.QueueTx(Req(TestNetFront.DataRef(0), 0, 0, Netif.NETTXF_extra_info, 1));
+            f.QueueExtra(Mcast(Netif.XEN_NETIF_EXTRA_TYPE_MCAST_ADD));
             f.Push();
-            var first = f.WaitTx(3);
-
-            // Two chained extra slots (MORE on the first).
-            f.QueueTx(Req(TestNetFront.DataRef(2), 0, 100, Netif.NETTXF_extra_info, 3));
-            f.QueueExtra(more);
-            f.QueueExtra(gso);
+            Statuses(f.WaitTx(2)).Should().Equal(Okay, Null);
+            f.QueueTx(Req(TestNetFront.DataRef(0), 0, 0, Netif.NETTXF_extra_info, 2));
+            f.QueueExtra(new netif_extra_info { type = Netif.XEN_NETIF_EXTRA_TYPE_GSO, flags = Netif.XEN_NETIF_EXTRA_FLAG_MORE, u = new netif_extra_info.U { gso = new netif_extra_info.Gso { size = 1448, type = Netif.XEN_NETIF_GSO_TYPE_TCPV4 } } });
+            f.QueueExtra(Mcast(Netif.XEN_NETIF_EXTRA_TYPE_MCAST_DEL));
             f.Push();
             var second = f.WaitTx(3);
-            Statuses(first).Should().Equal(Error, Null, Error);
-            first[0].id.Should().Be(1);
-            first[2].id.Should().Be(2);
-            Statuses(second).Should().Equal(Error, Null, Null);
-            return results;
+            Statuses(second).Should().Equal(Okay, Null, Null);
+            second[0].id.Should().Be(2);
+            return [];
         });
 
         rsp.Should().BeEmpty();
         sink.Should().BeEmpty();
+        vif.Stats.TxMulticastRequests.Should().Be(2);
+        vif.Stats.TxPackets.Should().Be(1, "only the final good frame");
     }
 
     [Fact]
@@ -408,6 +412,64 @@ public sealed class NetBackAttackTests : IDisposable
         }, "continues");
 
     [Fact]
+    public Task A_First_Slot_Crossing_The_End_Of_Its_Page_CrashesOnlyThatDomain() =>
+        OverrunCrashesOnlyTheAttacker(f =>
+        {
+            f.GrantPage(0, readOnly: true);
+            f.QueueTx(Req(TestNetFront.DataRef(0), 4000, 200, id: 1));
+            f.Push();
+        }, "crosses the end of its page");
+
+    [Fact]
+    public Task A_Fragment_Crossing_The_End_Of_Its_Page_CrashesOnlyThatDomain() =>
+        OverrunCrashesOnlyTheAttacker(f =>
+        {
+            f.GrantPage(0, readOnly: true);
+            f.GrantPage(1, readOnly: true);
+            f.QueueTx(Req(TestNetFront.DataRef(0), 0, 300, Netif.NETTXF_more_data, 1));
+            f.QueueTx(Req(TestNetFront.DataRef(1), 4000, 200, id: 2));
+            f.Push();
+        }, "crosses the end of its page");
+
+    [Fact]
+    public Task Twenty_One_Fragments_CrashOnlyThatDomain() =>
+        OverrunCrashesOnlyTheAttacker(f =>
+        {
+            for (var p = 0; p < 22; p++)
+            {
+                f.GrantPage(p, readOnly: true);
+            }
+
+            f.Transmit(Chain(22, 60));
+        }, "fatal_skb_slots");
+
+    [Theory]
+    [InlineData(0, Netif.XEN_NETIF_GSO_TYPE_TCPV4, "GSO size 0")]
+    [InlineData(1448, 3, "GSO type 3")]
+    [InlineData(1448, Netif.XEN_NETIF_GSO_TYPE_NONE, "GSO type 0")]
+    public Task A_Gso_Slot_Without_A_Size_Or_With_An_Unknown_Type_CrashesOnlyThatDomain(int size, int type, string reason) =>
+        OverrunCrashesOnlyTheAttacker(f =>
+        {
+            f.GrantPage(0, readOnly: true);
+            f.QueueTx(Req(TestNetFront.DataRef(0), 0, 200, Netif.NETTXF_extra_info, 1));
+            f.QueueExtra(new netif_extra_info { type = Netif.XEN_NETIF_EXTRA_TYPE_GSO, u = new netif_extra_info.U { gso = new netif_extra_info.Gso { size = (ushort)size, type = (byte)type } } });
+            f.Push();
+        }, reason);
+
+    [Theory]
+    [InlineData(Netif.XEN_NETIF_EXTRA_TYPE_NONE)]
+    [InlineData(Netif.XEN_NETIF_EXTRA_TYPE_MAX)]
+    [InlineData(200)]
+    public Task An_Extra_Info_Slot_Of_An_Unknown_Type_CrashesOnlyThatDomain(int type) =>
+        OverrunCrashesOnlyTheAttacker(f =>
+        {
+            f.GrantPage(0, readOnly: true);
+            f.QueueTx(Req(TestNetFront.DataRef(0), 0, 200, Netif.NETTXF_extra_info, 1));
+            f.QueueExtra(new netif_extra_info { type = (byte)type });
+            f.Push();
+        }, $"extra-info slot of type {type}");
+
+    [Fact]
     public async Task MissingOrBadConnectionKeys_RefuseTheConnection()
     {
         var d = hv.CreateDomain(Config("badkeys"));
@@ -427,16 +489,16 @@ public sealed class NetBackAttackTests : IDisposable
             Try(x => x.WriteFrontend("request-rx-copy", "0"));
             Try(x => x.WriteFrontend("tx-ring-ref", "400"));
             Try(x => x.WriteFrontend("event-channel", "1000"));
-            Try(x => x.WriteFrontend("multi-queue-num-queues", "2"));
             Try(x => x.WriteFrontend("rx-ring-ref", "-1"));
+            Try(x => x.WriteFrontend("multi-queue-num-queues", "2"));
         });
 
         outcomes.Should().OnlyContain(o => !o.Connected);
         outcomes[0].Error.Should().Contain("request-rx-copy");
         outcomes[1].Error.Should().Contain("grant 400");
         outcomes[2].Error.Should().Contain("event channel 1000");
-        outcomes[3].Error.Should().Contain("multi-queue");
-        outcomes[4].Error.Should().Contain("rx-ring-ref");
+        outcomes[3].Error.Should().Contain("rx-ring-ref");
+        outcomes[4].Error.Should().Contain("multi-queue");
         vif.Stats.Connects.Should().Be(0);
         sw.Ports.Should().HaveCount(1, "no refused connection joined the switch");
         hv.HostGrants.MappingCount.Should().Be(0, "a refused connection leaves no mapping behind");

@@ -7,9 +7,12 @@ namespace Paravirt.Core.Backends.Network;
 
 /// <summary>
 /// The network backend (netback) of one vif of one domain: the XenBus device (<c>vif</c>) with
-/// the nodes libxl and Xen's netback write, and, while a frontend is connected, its transmit
-/// and receive rings (io/netif.h, grant copy both ways) plugged into a <see cref="VirtualSwitch"/>
-/// port. Disposing detaches the vif; the frontend closing, or its domain crashing, shutting down
+/// the nodes libxl and Linux's netback write, and, while a frontend is connected, its queues'
+/// transmit and receive rings (io/netif.h, grant copy both ways) and its control ring, plugged
+/// into one <see cref="VirtualSwitch"/> port. It offers what Linux's netback offers: scatter-gather,
+/// TCP GSO (IPv4 and IPv6) both ways, IPv4 and IPv6 checksum offload, up to
+/// <see cref="MaxQueues"/> queues, the control ring (Toeplitz receive hashing) and multicast
+/// control. Disposing detaches the vif; the frontend closing, or its domain crashing, shutting down
 /// or dying, disconnects the rings (the port leaves the switch, every grant mapping goes).
 /// </summary>
 public sealed class NetBack : IAsyncDisposable
@@ -26,6 +29,8 @@ public sealed class NetBack : IAsyncDisposable
         _options = options;
         SourcePolicy = new SourcePolicy(mac, options.Ips);
         _life = new BackendLifecycle<NetifConnection>(domain, "vif", $"netback vif{domain.Id}.{devid}", Counters, Log, DisposeAsync);
+        Mtu = options.Mtu;
+        MaxQueues = options.MaxQueues ?? DefaultMaxQueues;
         if (options.RateBytesPerSecond is { } rate)
         {
             var usec = (long)Math.Round(options.RateInterval.TotalMicroseconds);
@@ -65,6 +70,27 @@ public sealed class NetBack : IAsyncDisposable
 
     /// <summary>The credit window (rate_interval_usecs), or null when unlimited.</summary>
     public TimeSpan? CreditWindow { get; }
+
+    /// <summary>The vif's MTU (libxl's <c>mtu</c>): ordinary frames are at most this plus the 14-byte header.</summary>
+    public int Mtu { get; }
+
+    /// <summary>Queues a frontend may ask for (the <c>multi-queue-max-queues</c> node).</summary>
+    public int MaxQueues { get; }
+
+    /// <summary>Queues the current connection has (0 when none is connected).</summary>
+    public int Queues => _life.Connection?.QueueCount ?? 0;
+
+    /// <summary>Linux netback's default max_queues: the host's CPUs, at most 8.</summary>
+    public static int DefaultMaxQueues => Math.Clamp(Environment.ProcessorCount, 1, 8);
+
+    /// <summary>Largest <see cref="NicOptions.MaxQueues"/>.</summary>
+    public const int QueueLimit = 64;
+
+    /// <summary>Largest <see cref="NicOptions.Mtu"/>: a frame of 65535 bytes (XEN_NETIF_MAX_TX_SIZE) less the header.</summary>
+    public const int MaxMtu = VirtualSwitch.MaxLargeFrameBytes - VirtualSwitch.MinFrameBytes;
+
+    /// <summary>Smallest <see cref="NicOptions.Mtu"/> (Linux's ETH_MIN_MTU).</summary>
+    public const int MinMtu = 68;
 
     /// <summary><c>/local/domain/&lt;domid&gt;/device/vif/&lt;devid&gt;</c>.</summary>
     public string FrontendPath => Xenbus.FrontendPath;
@@ -115,6 +141,16 @@ public sealed class NetBack : IAsyncDisposable
             throw new ArgumentException($"QueueFrames {options.QueueFrames}: a port queues at least one frame", nameof(options));
         }
 
+        if (options.Mtu is < MinMtu or > MaxMtu)
+        {
+            throw new ArgumentException($"Mtu {options.Mtu}: expected {MinMtu} to {MaxMtu} bytes", nameof(options));
+        }
+
+        if (options.MaxQueues is < 1 or > QueueLimit)
+        {
+            throw new ArgumentException($"MaxQueues {options.MaxQueues}: expected 1 to {QueueLimit} queues", nameof(options));
+        }
+
         var hv = domain.Hypervisor;
         if (hv.FindDomain(domain.Id) != domain || !domain.IsAlive)
         {
@@ -155,9 +191,11 @@ public sealed class NetBack : IAsyncDisposable
                 ["handle"] = Decimal(devid),
                 ["mac"] = mac.ToString(),
                 ["trusted"] = "1",
-                ["mtu"] = Decimal(VirtualSwitch.MaxFrameBytes - VirtualSwitch.MinFrameBytes),
+                ["mtu"] = Decimal(options.Mtu),
             },
-            FrontendKeys = ["tx-ring-ref", "rx-ring-ref"],
+
+            // The ring keys are under queue-N/ with several queues: ConnectAsync reads them itself.
+            FrontendKeys = [],
             Connect = nic.ConnectAsync,
             Disconnect = (_, _) => nic.DisconnectAsync("the frontend closed"),
             Log = options.Log,
@@ -180,15 +218,21 @@ public sealed class NetBack : IAsyncDisposable
             ["type"] = "vif",
             ["hotplug-status"] = "connected",
 
-            // netback: multi-slot transmit (up to XEN_NETIF_NR_SLOTS_MIN slots), receive by copy only,
-            // split event channels accepted; no GSO, no multicast control, no multi-queue, no control ring.
+            // What Linux's netback_probe writes: multi-slot packets, TCP GSO both ways, IPv6 checksum
+            // offload (IPv4's is on unless the frontend says feature-no-csum-offload), receive by copy
+            // only, multicast control (also changed while connected), split event channels, up to
+            // MaxQueues queues, and the control ring.
             ["feature-sg"] = "1",
-            ["feature-gso-tcpv4"] = "0",
-            ["feature-gso-tcpv6"] = "0",
-            ["feature-ipv6-csum-offload"] = "0",
+            ["feature-gso-tcpv4"] = "1",
+            ["feature-gso-tcpv6"] = "1",
+            ["feature-ipv6-csum-offload"] = "1",
             ["feature-rx-copy"] = "1",
             ["feature-rx-flip"] = "0",
+            ["feature-multicast-control"] = "1",
+            ["feature-dynamic-multicast-control"] = "1",
             ["feature-split-event-channels"] = "1",
+            ["multi-queue-max-queues"] = Decimal(MaxQueues),
+            ["feature-ctrl-ring"] = "1",
         };
         if (CreditBytes is { } credit)
         {
@@ -202,12 +246,16 @@ public sealed class NetBack : IAsyncDisposable
     {
         var store = Hypervisor.XenStore;
         var fe = request.Device.FrontendPath;
-        var txRef = ParseKey(request.FrontendKeys["tx-ring-ref"], "tx-ring-ref");
-        var rxRef = ParseKey(request.FrontendKeys["rx-ring-ref"], "rx-ring-ref");
-        var queues = store.Read(fe + "/multi-queue-num-queues");
-        if (queues is not null && queues != "1")
+
+        // netback's connect(): the queue count (1 when absent), at most multi-queue-max-queues.
+        var queueCount = 1u;
+        if (store.Read(fe + "/multi-queue-num-queues") is { } requested)
         {
-            throw new InvalidOperationException($"multi-queue-num-queues {queues} is not supported: the backend offers one queue (no multi-queue-max-queues)");
+            queueCount = ParseKey(requested, "multi-queue-num-queues");
+            if (queueCount < 1 || queueCount > MaxQueues)
+            {
+                throw new InvalidOperationException($"multi-queue-num-queues {requested}: expected 1 to {MaxQueues} (multi-queue-max-queues)");
+            }
         }
 
         if (store.Read(fe + "/request-rx-copy") != "1")
@@ -215,23 +263,52 @@ public sealed class NetBack : IAsyncDisposable
             throw new InvalidOperationException("the frontend did not write request-rx-copy = 1: receive by copy is the only receive mode (feature-rx-flip is 0)");
         }
 
-        uint txPort, rxPort;
-        var single = store.Read(fe + "/event-channel");
-        var tx = store.Read(fe + "/event-channel-tx");
-        var rx = store.Read(fe + "/event-channel-rx");
-        if (tx is not null || rx is not null)
+        // read_xenbus_vif_flags: absent or unreadable flags take their defaults.
+        var features = new NetifFeatures(
+            RxNotify: ReadFlag(store.Read(fe + "/feature-rx-notify"), false),
+            Sg: ReadFlag(store.Read(fe + "/feature-sg"), false),
+            GsoTcpV4: ReadFlag(store.Read(fe + "/feature-gso-tcpv4"), false),
+            GsoTcpV6: ReadFlag(store.Read(fe + "/feature-gso-tcpv6"), false),
+            ChecksumV4: !ReadFlag(store.Read(fe + "/feature-no-csum-offload"), false),
+            ChecksumV6: ReadFlag(store.Read(fe + "/feature-ipv6-csum-offload"), false),
+            MulticastControl: ReadFlag(store.Read(fe + "/request-multicast-control"), false));
+
+        // connect_ctrl_ring: optional, but a ring without its event channel is refused.
+        (uint Ref, uint Port)? control = null;
+        if (store.Read(fe + "/ctrl-ring-ref") is { } ctrlRef)
         {
-            if (tx is null || rx is null)
+            var ctrlPort = store.Read(fe + "/event-channel-ctrl") ?? throw new InvalidOperationException("the frontend wrote ctrl-ring-ref without event-channel-ctrl");
+            control = (ParseKey(ctrlRef, "ctrl-ring-ref"), ParseKey(ctrlPort, "event-channel-ctrl"));
+        }
+
+        // connect_data_rings: one queue's keys at the top level, several under queue-N/ (io/netif.h).
+        var keys = new NetifQueueKeys[queueCount];
+        for (var i = 0; i < keys.Length; i++)
+        {
+            var (dir, prefix) = queueCount == 1 ? (fe, "") : ($"{fe}/queue-{i}", $"multi-queue-num-queues {queueCount}: queue-{i}/");
+            string Required(string key) => store.Read($"{dir}/{key}") ?? throw new InvalidOperationException($"{prefix}{key} is missing");
+            var txRef = ParseKey(Required("tx-ring-ref"), prefix + "tx-ring-ref");
+            var rxRef = ParseKey(Required("rx-ring-ref"), prefix + "rx-ring-ref");
+            uint txPort, rxPort;
+            var tx = store.Read(dir + "/event-channel-tx");
+            var rx = store.Read(dir + "/event-channel-rx");
+            if (tx is not null || rx is not null)
             {
-                throw new InvalidOperationException("split event channels need both event-channel-tx and event-channel-rx");
+                if (tx is null || rx is null)
+                {
+                    throw new InvalidOperationException($"{prefix}split event channels need both event-channel-tx and event-channel-rx");
+                }
+
+                txPort = ParseKey(tx, prefix + "event-channel-tx");
+                rxPort = ParseKey(rx, prefix + "event-channel-rx");
+            }
+            else
+            {
+                var single = store.Read(dir + "/event-channel") ?? throw new InvalidOperationException($"{prefix}the frontend wrote neither event-channel nor event-channel-tx/-rx");
+                txPort = rxPort = ParseKey(single, prefix + "event-channel");
             }
 
-            txPort = ParseKey(tx, "event-channel-tx");
-            rxPort = ParseKey(rx, "event-channel-rx");
-        }
-        else
-        {
-            txPort = rxPort = ParseKey(single ?? throw new InvalidOperationException("the frontend wrote neither event-channel nor event-channel-tx/-rx"), "event-channel");
+            keys[i] = new NetifQueueKeys(txRef, rxRef, txPort, rxPort);
         }
 
         if (!Domain.IsAlive)
@@ -239,7 +316,7 @@ public sealed class NetBack : IAsyncDisposable
             throw new InvalidOperationException($"domain {Domain.Id} is {Domain.State}");
         }
 
-        var connection = NetifConnection.Open(this, txRef, rxRef, txPort, rxPort);
+        var connection = NetifConnection.Open(this, features, keys, control);
         _life.Adopt(connection, "rings are already connected");
         connection.Source = SourcePolicy;
         try
@@ -253,9 +330,14 @@ public sealed class NetBack : IAsyncDisposable
         }
 
         connection.Start();
-        _life.Connected($"tx-ring-ref {txRef}, rx-ring-ref {rxRef}, event channel {(txPort == rxPort ? Decimal(txPort) : $"tx {txPort} rx {rxPort}")}");
+        var rings = string.Join("; ", keys.Select((k, i) => $"{(keys.Length == 1 ? "" : $"queue {i}: ")}tx-ring-ref {k.TxRef}, rx-ring-ref {k.RxRef}, event channel {(k.TxPort == k.RxPort ? Decimal(k.TxPort) : $"tx {k.TxPort} rx {k.RxPort}")}"));
+        _life.Connected($"{rings}{(control is { } c ? $"; control ring {c.Ref}, event channel {c.Port}" : "")}; {features}");
         return Task.CompletedTask;
     }
+
+    /// <summary>xenbus_read_unsigned as a flag: a decimal number other than 0 is set; absent or not a number, <paramref name="absent"/>.</summary>
+    internal static bool ReadFlag(string? value, bool absent) =>
+        uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v != 0 : absent;
 
     private static uint ParseKey(string value, string key) =>
         uint.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var v)

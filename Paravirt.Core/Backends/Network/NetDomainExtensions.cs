@@ -17,7 +17,7 @@ public sealed record NicOptions
     /// <summary>The credit window of the rate limit (xl's <c>rate=…@interval</c>; libxl's default is 50 ms).</summary>
     public TimeSpan RateInterval { get; init; } = TimeSpan.FromMilliseconds(50);
 
-    /// <summary>Frames waiting for the guest's receive buffers at most (the vif's switch port queue); by default the switch's.</summary>
+    /// <summary>Frames waiting for the guest's receive buffers at most, per queue (the vif's switch port queues); by default the switch's.</summary>
     public int? QueueFrames { get; init; }
 
     /// <summary>
@@ -26,6 +26,12 @@ public sealed record NicOptions
     /// the vif sends only from its own <see cref="Mac"/>.
     /// </summary>
     public IReadOnlyList<System.Net.IPAddress> Ips { get; init; } = [];
+
+    /// <summary>The vif's MTU (libxl's <c>mtu</c>, written to the frontend's <c>mtu</c> node): ordinary frames the guest sends and receives are at most this plus the 14-byte header. 68 to 65521; by default 1500.</summary>
+    public int Mtu { get; init; } = 1500;
+
+    /// <summary>Queues the frontend may use (<c>multi-queue-max-queues</c>, Linux netback's max_queues); by default the host's processor count, at most 8.</summary>
+    public int? MaxQueues { get; init; }
 
     /// <summary>Diagnostics: connects, refusals, bad requests, protocol errors.</summary>
     public Action<string>? Log { get; init; }

@@ -8,7 +8,9 @@ namespace Paravirt.Core.Backends.Network;
 /// The host program's own port on a <see cref="VirtualSwitch"/> (<see cref="VirtualSwitch.ConnectHost"/>):
 /// it sends raw Ethernet frames into the switch and receives the frames the switch forwards to
 /// it, without a TAP device. Receiving is bounded like every port's: frames arriving while
-/// <see cref="SwitchPort.QueueFrames"/> wait unread are dropped and counted. Dispose to detach.
+/// <see cref="SwitchPort.QueueFrames"/> wait unread are dropped and counted. The host takes no
+/// offloads: a GSO frame from a guest is received as its TCP segments, and a frame whose sender
+/// left its TCP/UDP checksum blank is received with the checksum computed. Dispose to detach.
 /// </summary>
 public sealed class SwitchHostPort : SwitchPort, IDisposable
 {
@@ -18,13 +20,15 @@ public sealed class SwitchHostPort : SwitchPort, IDisposable
         SingleReader = true,
     });
 
+    private int _nextSegment; // of the GSO frame at the head of the queue (reader only)
+
     internal SwitchHostPort(VirtualSwitch @switch, MacAddress mac, int queueFrames)
-        : base(@switch, $"host {mac}", queueFrames) => Mac = mac;
+        : base(@switch, $"host {mac}", queueFrames, VirtualSwitch.MaxFrameBytes) => Mac = mac;
 
     /// <summary>The host's address on the switch (learned once the host sends from it).</summary>
     public MacAddress Mac { get; }
 
-    private protected override void OnFrameQueued() => _arrived.Writer.TryWrite(true);
+    private protected override void OnFrameQueued(int queue) => _arrived.Writer.TryWrite(true);
 
     /// <summary>Sends one raw frame (<see cref="VirtualSwitch.MinFrameBytes"/>..<see cref="VirtualSwitch.MaxFrameBytes"/> bytes) into the switch.</summary>
     /// <exception cref="ArgumentException">The frame is shorter than an Ethernet header or longer than 1514 bytes.</exception>
@@ -71,24 +75,55 @@ public sealed class SwitchHostPort : SwitchPort, IDisposable
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>Takes the next frame if one is queued: copies it into <paramref name="buffer"/> and returns true with its length.</summary>
+    /// <summary>
+    /// Takes the next frame if one is queued: copies it into <paramref name="buffer"/> and returns
+    /// true with its length. A GSO frame comes out one TCP segment per call; a blank checksum is
+    /// computed first.
+    /// </summary>
     /// <exception cref="ArgumentException"><paramref name="buffer"/> is smaller than the waiting frame (which stays queued).</exception>
     public bool TryReceive(Span<byte> buffer, out int length)
     {
         length = 0;
-        if (!Queue.TryPeek(out var frame, out var n, out _))
+        if (!Queue.TryPeek(out var frame, out var n, out var meta))
         {
             return false;
         }
 
-        if (n > buffer.Length)
+        var size = meta.IsGso ? TcpSegmenter.Length(meta, _nextSegment) : n;
+        if (size > buffer.Length)
         {
-            throw new ArgumentException($"the next frame is {n} bytes and the buffer only {buffer.Length}: pass at least {VirtualSwitch.MaxFrameBytes}", nameof(buffer));
+            throw new ArgumentException($"the next frame is {size} bytes and the buffer only {buffer.Length}: pass at least {VirtualSwitch.MaxFrameBytes}", nameof(buffer));
         }
 
-        frame.AsSpan(0, n).CopyTo(buffer);
+        if (meta.IsGso)
+        {
+            if (_nextSegment == 0)
+            {
+                Interlocked.Increment(ref Segmented);
+            }
+
+            TcpSegmenter.Write(frame.AsSpan(0, n), meta, _nextSegment, buffer, finishChecksum: true, out _);
+            Interlocked.Increment(ref ChecksumsCompleted);
+            if (++_nextSegment < TcpSegmenter.Count(meta))
+            {
+                length = size;
+                return true;
+            }
+
+            _nextSegment = 0;
+        }
+        else
+        {
+            frame.AsSpan(0, n).CopyTo(buffer);
+            if (meta.Checksum == FrameChecksum.Partial)
+            {
+                PacketHeaders.Complete(buffer[..n], meta.L4Protocol, meta.L4Offset, meta.L4Length);
+                Interlocked.Increment(ref ChecksumsCompleted);
+            }
+        }
+
         Queue.Release();
-        length = n;
+        length = size;
         return true;
     }
 

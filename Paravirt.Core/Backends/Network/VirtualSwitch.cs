@@ -33,8 +33,10 @@ public sealed record SwitchOptions
 /// <see cref="SwitchOptions.AgeingTime"/>. A vif may send only from its own MAC (and, with an
 /// <c>ip=</c> list, only from those IPv4 addresses): other frames are dropped and counted
 /// (<see cref="SwitchPortStats.Spoofed"/>). Frames are raw Ethernet (destination, source, ethertype, payload; no FCS) of
-/// <see cref="MinFrameBytes"/>..<see cref="MaxFrameBytes"/> bytes. Each port has a bounded
-/// queue; a full queue drops and counts, never blocks the sender or other ports.
+/// <see cref="MinFrameBytes"/> bytes up to their ingress port's MTU (<see cref="MaxFrameBytes"/>
+/// by default), or up to <see cref="MaxLargeFrameBytes"/> for a GSO frame; each carries its
+/// checksum and GSO state (<see cref="FrameMeta"/>) to the ports it goes to. Each port has a
+/// bounded queue; a full queue drops and counts, never blocks the sender or other ports.
 /// Thread-safe: ports forward from their own threads.
 /// </summary>
 public sealed class VirtualSwitch : IDisposable
@@ -42,8 +44,11 @@ public sealed class VirtualSwitch : IDisposable
     /// <summary>ETH_HLEN: destination, source, ethertype.</summary>
     public const int MinFrameBytes = 14;
 
-    /// <summary>An MTU of 1500 plus the 14-byte header.</summary>
+    /// <summary>An MTU of 1500 plus the 14-byte header: the longest ordinary frame of a host port, and of a vif by default.</summary>
     public const int MaxFrameBytes = 1514;
+
+    /// <summary>The longest frame the switch carries: a GSO frame, or an ordinary frame between ports with a larger MTU (XEN_NETIF_MAX_TX_SIZE).</summary>
+    public const int MaxLargeFrameBytes = 65535;
 
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, Learned> _table = [];
@@ -166,12 +171,13 @@ public sealed class VirtualSwitch : IDisposable
     /// <summary>
     /// Switches one frame that came in on <paramref name="ingress"/>: learns its source, then
     /// queues a copy to the destination's port, or to every other port for a group or unknown
-    /// destination. False when the frame is not a valid Ethernet frame (counted on the port).
-    /// <paramref name="rxFlags"/> travel with the frame to a netback (NETRXF_*).
+    /// destination. False when the frame is not a valid Ethernet frame (counted on the port): shorter
+    /// than a header, or longer than the ingress port's MTU allows (65535 for a GSO frame).
+    /// <paramref name="meta"/> (checksum and GSO state) travels with the frame.
     /// </summary>
-    internal bool Forward(SwitchPort ingress, ReadOnlySpan<byte> frame, ushort rxFlags = 0)
+    internal bool Forward(SwitchPort ingress, ReadOnlySpan<byte> frame, in FrameMeta meta = default)
     {
-        if (frame.Length is < MinFrameBytes or > MaxFrameBytes)
+        if (frame.Length < MinFrameBytes || frame.Length > (meta.IsGso ? MaxLargeFrameBytes : ingress.MaxFrameBytes))
         {
             Interlocked.Increment(ref ingress.Invalid);
             return false;
@@ -216,7 +222,7 @@ public sealed class VirtualSwitch : IDisposable
 
         if (target is not null)
         {
-            target.Enqueue(frame, rxFlags);
+            target.Enqueue(frame, meta);
             return true;
         }
 
@@ -224,7 +230,7 @@ public sealed class VirtualSwitch : IDisposable
         {
             if (port != ingress)
             {
-                port.Enqueue(frame, rxFlags);
+                port.Enqueue(frame, meta);
             }
         }
 

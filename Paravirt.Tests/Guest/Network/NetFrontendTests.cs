@@ -55,6 +55,11 @@ public sealed class NetFrontendTests : IDisposable
         xs.Read(vif.FrontendPath + "/tx-ring-ref").Should().NotBeNull();
         xs.Read(vif.FrontendPath + "/rx-ring-ref").Should().NotBeNull();
         xs.Read(vif.FrontendPath + "/event-channel").Should().NotBeNull();
+        xs.Read(vif.FrontendPath + "/feature-no-csum-offload").Should().Be("1", "the stub hands frames to its program as they are: checksums must come finished");
+        xs.Read(vif.FrontendPath + "/feature-sg").Should().BeNull("one buffer per frame");
+        xs.Read(vif.FrontendPath + "/feature-gso-tcpv4").Should().BeNull("GSO frames come as segments");
+        xs.Read(vif.BackendPath + "/feature-gso-tcpv4").Should().Be("1");
+        xs.Read(vif.BackendPath + "/feature-ctrl-ring").Should().Be("1");
         vif.Stats.Connects.Should().Be(1);
         vif.CreditBytes.Should().Be(50_000);
         await vif.WaitForDisconnectAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
@@ -124,5 +129,44 @@ public sealed class NetFrontendTests : IDisposable
         d.Meter.NetBytesSent.Should().Be(d.Meter.NetBytesReceived, "every frame came back the same length");
         host.Stats.FramesIn.Should().Be(51);
         host.Stats.Dropped.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task A_Gso_Frame_From_Another_Guest_Reaches_The_Stub_As_Checksummed_Segments()
+    {
+        var sw = hv.Switch("br-gso");
+        var stubMac = MacAddress.Parse("00:16:3e:00:00:08");
+        var stub = hv.CreateDomain(NetKernel.Config("stub"));
+        await using var stubVif = stub.AttachNic(sw, new NicOptions { Mac = stubMac });
+        var segments = new List<byte[]>();
+        var kernel = NetKernel.Start(stub, rt =>
+        {
+            using var fe = NetFrontend.Connect(rt);
+            var frame = new byte[NetFrontend.MaxFrameBytes];
+            var payload = 0;
+            while (payload < 20000)
+            {
+                var n = fe.Receive(frame);
+                segments.Add(frame[..n]);
+                payload += n - 66;
+            }
+        });
+        await stubVif.WaitForConnectAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+
+        var senderMac = MacAddress.Parse("00:16:3e:00:00:09");
+        var gso = Backends.Network.TestPackets.Tcp(stubMac, senderMac, false, 1, 2, 3, Backends.Network.TestPackets.Ack, 20000);
+        var sender = hv.CreateDomain(NetKernel.Config("sender", 16));
+        await using var senderVif = sender.AttachNic(sw, new NicOptions { Mac = senderMac }); // the switch takes frames from the vif's own MAC only
+        await Backends.Network.TestNetFront.RunAsync(sender, f =>
+        {
+            f.Connect().Should().BeTrue();
+            f.SendFrame(gso, 0, Netif.NETTXF_csum_blank, Backends.Network.TestNetFront.Gso(1448, Netif.XEN_NETIF_GSO_TYPE_TCPV4))
+                .Should().OnlyContain(r => r.status == Netif.NETIF_RSP_OKAY || r.status == Netif.NETIF_RSP_NULL);
+        });
+        await kernel.WaitAsync(stub);
+
+        Backends.Network.TcpSegmenterTests.ShouldBeSegmentsOf(segments, gso, 1448, fullChecksums: true);
+        stubVif.Stats.RxSegmented.Should().Be(1);
+        stubVif.Stats.RxChecksumsCompleted.Should().Be(segments.Count);
     }
 }
