@@ -17,18 +17,11 @@ public sealed class BlkBackAttackTests : IDisposable
 
     public void Dispose() => hv.Dispose();
 
-    private static byte[] Pattern(int bytes, int seed)
-    {
-        var b = new byte[bytes];
-        new Random(seed).NextBytes(b);
-        return b;
-    }
-
     /// <summary>Runs hostile requests against a writable in-memory disk of 2048 sectors; checks the disk is untouched and a good read still works after.</summary>
     /// Unless <paramref name="mayReachDisk"/>, no hostile request may even reach the device (validation refuses it first).
     private async Task<(List<blkif_response> Responses, BlkBack Disk)> Attack(Func<TestBlkFront, IEnumerable<blkif_request>> requests, bool mayReachDisk = false)
     {
-        var bytes = Pattern(1 << 20, 11);
+        var bytes = BlockGuest.Pattern(1 << 20, 11);
         var original = (byte[])bytes.Clone();
         var d = hv.CreateDomain(BlockGuest.Config("hostile"));
         var device = new GatedBlockDevice(BlockDevice.InMemory(bytes));
@@ -40,7 +33,7 @@ public sealed class BlkBackAttackTests : IDisposable
             f.Connect().Should().BeTrue();
             for (var i = 0; i < 11; i++)
             {
-                f.FillPage(i, Pattern(4096, 100 + i));
+                f.FillPage(i, BlockGuest.Pattern(4096, 100 + i));
                 f.GrantPage(i);
             }
 
@@ -217,7 +210,7 @@ public sealed class BlkBackAttackTests : IDisposable
         var before = hv.FreeFrames;
         var attacker = hv.CreateDomain(BlockGuest.Config("overrun"));
         var attackerDisk = attacker.AttachDisk("xvda", BlockDevice.InMemory(2048));
-        var bystanderBytes = Pattern(1 << 20, 12);
+        var bystanderBytes = BlockGuest.Pattern(1 << 20, 12);
         var bystanderOriginal = (byte[])bystanderBytes.Clone();
         var bystander = hv.CreateDomain(BlockGuest.Config("bystander"));
         await using var bystanderDisk = bystander.AttachDisk("xvda", BlockDevice.InMemory(bystanderBytes));

@@ -8,6 +8,14 @@ namespace Paravirt.Tests.Support;
 /// <summary>Runs a <see cref="TestBlkFront"/> body in a managed domain and brings its outcome back to the test.</summary>
 public static class BlockGuest
 {
+    /// <summary><paramref name="bytes"/> bytes of a seeded pseudo-random pattern: the data block tests write and check.</summary>
+    public static byte[] Pattern(int bytes, int seed)
+    {
+        var b = new byte[bytes];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
     /// <summary>A domain big enough for a full ring of 11-page requests.</summary>
     public static DomainConfig Config(string name) => new() { Name = $"{name}-{Guid.NewGuid():N}", MemoryMiB = 8 };
 

@@ -17,20 +17,13 @@ public sealed class BlkBackIndirectTests : IDisposable
 
     public void Dispose() => hv.Dispose();
 
-    private static byte[] Pattern(int bytes, int seed)
-    {
-        var b = new byte[bytes];
-        new Random(seed).NextBytes(b);
-        return b;
-    }
-
     /// <summary>"memory": read and written on the worker thread (ISynchronousBlockDevice); "async": the device's async API with the slot's bounce buffer.</summary>
     [Theory]
     [InlineData("memory")]
     [InlineData("async")]
     public async Task Indirect_Reads_And_Writes_Of_1_To_256_Segments_Match_The_Device(string kind)
     {
-        var bytes = Pattern(8 << 20, 21);
+        var bytes = BlockGuest.Pattern(8 << 20, 21);
         var original = (byte[])bytes.Clone();
         IBlockDevice device = kind == "memory" ? BlockDevice.InMemory(bytes) : new GatedBlockDevice(BlockDevice.InMemory(bytes));
         var d = hv.CreateDomain(BlockGuest.Config("indirect"));
@@ -52,7 +45,7 @@ public sealed class BlkBackIndirectTests : IDisposable
 
             foreach (var n in sizes)
             {
-                var (status, op) = f.WritePagesIndirect(sector, 0, Pattern(n * 4096, 1000 + n));
+                var (status, op) = f.WritePagesIndirect(sector, 0, BlockGuest.Pattern(n * 4096, 1000 + n));
                 writes.Add((n, status, op));
                 sector += (ulong)n * 8;
             }
@@ -72,7 +65,7 @@ public sealed class BlkBackIndirectTests : IDisposable
         {
             status.Should().Be(Blkif.BLKIF_RSP_OKAY, $"a {n}-segment indirect write");
             op.Should().Be(Blkif.BLKIF_OP_WRITE);
-            bytes.AsSpan(at, n * 4096).ToArray().Should().Equal(Pattern(n * 4096, 1000 + n), $"the {n}-segment write landed");
+            bytes.AsSpan(at, n * 4096).ToArray().Should().Equal(BlockGuest.Pattern(n * 4096, 1000 + n), $"the {n}-segment write landed");
             at += n * 4096;
         }
 
@@ -91,7 +84,7 @@ public sealed class BlkBackIndirectTests : IDisposable
     [Fact]
     public async Task Invalid_Indirect_Requests_Get_Blkbacks_Status_And_Harm_Nothing()
     {
-        var bytes = Pattern(1 << 20, 22); // 2048 sectors
+        var bytes = BlockGuest.Pattern(1 << 20, 22); // 2048 sectors
         var original = (byte[])bytes.Clone();
         var device = new GatedBlockDevice(BlockDevice.InMemory(bytes));
         var d = hv.CreateDomain(BlockGuest.Config("badindirect"));
@@ -104,7 +97,7 @@ public sealed class BlkBackIndirectTests : IDisposable
             for (var i = 0; i < 300; i++)
             {
                 f.GrantPage(i);
-                f.FillPage(i, Pattern(4096, 500 + i));
+                f.FillPage(i, BlockGuest.Pattern(4096, 500 + i));
             }
 
             void Try(string what, blkif_request_indirect r) => outcomes.Add((what, f.Call(r)));
@@ -180,7 +173,7 @@ public sealed class BlkBackIndirectTests : IDisposable
     [Fact]
     public async Task A_Read_Only_Disk_Refuses_Indirect_Writes_And_Serves_Indirect_Reads()
     {
-        var bytes = Pattern(1 << 20, 23);
+        var bytes = BlockGuest.Pattern(1 << 20, 23);
         var original = (byte[])bytes.Clone();
         var d = hv.CreateDomain(BlockGuest.Config("roindirect"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes, readOnly: true));
@@ -189,7 +182,7 @@ public sealed class BlkBackIndirectTests : IDisposable
         await BlockGuest.RunAsync(d, f =>
         {
             f.Connect().Should().BeTrue();
-            write = f.WritePagesIndirect(0, 0, Pattern(16 * 4096, 3));
+            write = f.WritePagesIndirect(0, 0, BlockGuest.Pattern(16 * 4096, 3));
             read = f.ReadPagesIndirect(0, 20, 16);
         });
 

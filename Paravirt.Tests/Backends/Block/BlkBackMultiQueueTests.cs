@@ -16,20 +16,13 @@ public sealed class BlkBackMultiQueueTests : IDisposable
 
     public void Dispose() => hv.Dispose();
 
-    private static byte[] Pattern(int bytes, int seed)
-    {
-        var b = new byte[bytes];
-        new Random(seed).NextBytes(b);
-        return b;
-    }
-
     [Theory]
     [InlineData(2)]
     [InlineData(4)]
     public async Task Each_Queue_Is_A_Ring_Served_In_Parallel_With_The_Others(int queues)
     {
         const int PerQueue = 8;
-        var bytes = Pattern(2 << 20, 41);
+        var bytes = BlockGuest.Pattern(2 << 20, 41);
         var original = (byte[])bytes.Clone();
         var dev = new GatedBlockDevice(BlockDevice.InMemory(bytes));
         dev.CloseGate();
@@ -68,7 +61,7 @@ public sealed class BlkBackMultiQueueTests : IDisposable
             // Each queue writes its own data, one after another, on its own ring.
             for (var q = 0; q < queues; q++)
             {
-                writes[q] = f.WritePages(1024 + ((ulong)q * 8), 100 + q, Pattern(4096, 60 + q), q);
+                writes[q] = f.WritePages(1024 + ((ulong)q * 8), 100 + q, BlockGuest.Pattern(4096, 60 + q), q);
             }
         });
 
@@ -86,7 +79,7 @@ public sealed class BlkBackMultiQueueTests : IDisposable
             responses[q].Select(r => r.id).Should().BeEquivalentTo(
                 Enumerable.Range((q * PerQueue) + 1, PerQueue).Select(i => (ulong)i), $"queue {q}'s ring answers queue {q}'s requests");
             writes[q].Should().Be(Blkif.BLKIF_RSP_OKAY);
-            bytes.AsSpan((1024 + (q * 8)) * 512, 4096).ToArray().Should().Equal(Pattern(4096, 60 + q));
+            bytes.AsSpan((1024 + (q * 8)) * 512, 4096).ToArray().Should().Equal(BlockGuest.Pattern(4096, 60 + q));
         }
 
         for (var p = 0; p < queues * PerQueue; p++)
@@ -105,7 +98,7 @@ public sealed class BlkBackMultiQueueTests : IDisposable
     [Fact]
     public async Task A_Bad_Request_On_One_Queue_Does_Not_Touch_Another_And_Each_Queue_Keeps_Its_Own_Grants()
     {
-        var bytes = Pattern(1 << 20, 42);
+        var bytes = BlockGuest.Pattern(1 << 20, 42);
         var d = hv.CreateDomain(BlockGuest.Config("mqbad"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes), new BlkBackOptions { MaxQueues = 2 });
         short bad = 0, good0 = 1, good1 = 1;

@@ -22,13 +22,6 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
 
     public void Dispose() => hv.Dispose();
 
-    private static byte[] Pattern(int bytes, int seed)
-    {
-        var b = new byte[bytes];
-        new Random(seed).NextBytes(b);
-        return b;
-    }
-
     private static ushort Flags(TestBlkFront f, int page) => GuestGrants.FlagsV1(f.G, f.GrantTable, TestBlkFront.DataRef(page));
 
     /// <summary>Grants data pages writable once, as blkfront grants its persistent pages once (granting again would rewrite the entries' flags).</summary>
@@ -59,9 +52,9 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
     [InlineData("async")]
     public async Task Grants_Stay_Mapped_Across_Requests_And_Are_All_Unmapped_When_The_Ring_Disconnects(string kind)
     {
-        var bytes = Pattern(2 << 20, 31);
+        var bytes = BlockGuest.Pattern(2 << 20, 31);
         var original = (byte[])bytes.Clone();
-        var written = Pattern(11 * 4096, 32);
+        var written = BlockGuest.Pattern(11 * 4096, 32);
         IBlockDevice device = kind == "memory" ? BlockDevice.InMemory(bytes) : new GatedBlockDevice(BlockDevice.InMemory(bytes));
         var d = hv.CreateDomain(BlockGuest.Config("persistent"));
         await using var disk = d.AttachDisk("xvda", device);
@@ -159,7 +152,7 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
     [Fact]
     public async Task Persistent_Grants_Are_Mapped_Writable_So_A_Read_Only_Grant_Fails_The_Request_As_In_Linux()
     {
-        var bytes = Pattern(1 << 20, 33);
+        var bytes = BlockGuest.Pattern(1 << 20, 33);
         var original = (byte[])bytes.Clone();
         var d = hv.CreateDomain(BlockGuest.Config("rogrant"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes));
@@ -169,7 +162,7 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
             f.Connect(persistent: true).Should().BeTrue();
             f.GrantPage(0);
             f.GrantPage(1);
-            write = f.WritePages(0, 2, Pattern(3 * 4096, 4), readOnlyGrants: true);
+            write = f.WritePages(0, 2, BlockGuest.Pattern(3 * 4096, 4), readOnlyGrants: true);
 
             // Pages 0 and 1 (writable) in one request with read-only 2: the request fails; 0 and 1
             // were mapped and kept before 2 failed, as blkback adds them to its tree, and are free.
@@ -190,7 +183,7 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
     public async Task Beyond_The_Bound_Grants_Are_Mapped_Per_Request_And_The_Table_Is_Purged_As_Blkback_Purges_It()
     {
         var time = new ManualTime();
-        var bytes = Pattern(2 << 20, 34);
+        var bytes = BlockGuest.Pattern(2 << 20, 34);
         var d = hv.CreateDomain(BlockGuest.Config("bound"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes), new BlkBackOptions { MaxPersistentGrants = 100, Time = time });
         var steps = new List<(string Step, int Mappings, BlkBackStats Stats)>();
@@ -253,7 +246,7 @@ public sealed class BlkBackPersistentGrantTests : IDisposable
     public async Task A_Frontend_Rewriting_A_Kept_Grant_Only_Fools_Itself_And_Every_Frame_Comes_Back()
     {
         var before = hv.FreeFrames;
-        var bytes = Pattern(1 << 20, 35);
+        var bytes = BlockGuest.Pattern(1 << 20, 35);
         var d = hv.CreateDomain(BlockGuest.Config("rewrite"));
         var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes));
         byte[]? oldPage = null, newPage = null;

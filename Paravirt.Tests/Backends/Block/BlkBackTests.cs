@@ -13,13 +13,6 @@ public sealed class BlkBackTests : IDisposable
 
     public void Dispose() => hv.Dispose();
 
-    private static byte[] Pattern(int bytes, int seed)
-    {
-        var b = new byte[bytes];
-        new Random(seed).NextBytes(b);
-        return b;
-    }
-
     [Fact]
     public async Task Attach_Writes_The_Nodes_Libxl_And_Blkback_Write()
     {
@@ -61,9 +54,9 @@ public sealed class BlkBackTests : IDisposable
     [Fact]
     public async Task Read_And_Write_Round_Trip_Against_The_Backing_Bytes()
     {
-        var bytes = Pattern(1 << 20, 1);
+        var bytes = BlockGuest.Pattern(1 << 20, 1);
         var original = (byte[])bytes.Clone();
-        var written = Pattern(3 * 4096, 2);
+        var written = BlockGuest.Pattern(3 * 4096, 2);
         var d = hv.CreateDomain(BlockGuest.Config("rw"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes));
         byte[]? readBack = null, readAfterWrite = null;
@@ -100,7 +93,7 @@ public sealed class BlkBackTests : IDisposable
     [Fact]
     public async Task A_Full_Ring_Of_Requests_Runs_Concurrently()
     {
-        var bytes = Pattern(1 << 20, 3);
+        var bytes = BlockGuest.Pattern(1 << 20, 3);
         var dev = new GatedBlockDevice(BlockDevice.InMemory(bytes));
         dev.CloseGate();
         var d = hv.CreateDomain(BlockGuest.Config("many"));
@@ -206,7 +199,7 @@ public sealed class BlkBackTests : IDisposable
     [Fact]
     public async Task Discard_Zeroes_The_Range_And_Nothing_Else()
     {
-        var bytes = Pattern(1 << 20, 4);
+        var bytes = BlockGuest.Pattern(1 << 20, 4);
         var original = (byte[])bytes.Clone();
         var d = hv.CreateDomain(BlockGuest.Config("discard"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes));
@@ -278,9 +271,9 @@ public sealed class BlkBackTests : IDisposable
     public async Task A_File_Backed_Disk_Reads_Writes_And_Flushes_The_File()
     {
         var path = Path.Combine(Directory.CreateTempSubdirectory("pv-blk-").FullName, "disk.img");
-        var original = Pattern(256 * 1024, 5);
+        var original = BlockGuest.Pattern(256 * 1024, 5);
         await File.WriteAllBytesAsync(path, original, TestContext.Current.CancellationToken);
-        var written = Pattern(2 * 4096, 6);
+        var written = BlockGuest.Pattern(2 * 4096, 6);
         var d = hv.CreateDomain(BlockGuest.Config("file"));
         byte[]? read = null;
         short w = 1, fl = 1;
@@ -313,7 +306,7 @@ public sealed class BlkBackTests : IDisposable
     [Fact]
     public async Task A_Read_Only_Disk_Refuses_Every_Write()
     {
-        var bytes = Pattern(1 << 20, 7);
+        var bytes = BlockGuest.Pattern(1 << 20, 7);
         var original = (byte[])bytes.Clone();
         var d = hv.CreateDomain(BlockGuest.Config("ro"));
         var device = new GatedBlockDevice(BlockDevice.InMemory(bytes, readOnly: true));
@@ -382,7 +375,7 @@ public sealed class BlkBackTests : IDisposable
     [Fact]
     public async Task Large_Sectors_Need_The_Frontends_Feature_And_Then_Count_In_Sector_Size_Units()
     {
-        var bytes = Pattern(64 * 4096, 8);
+        var bytes = BlockGuest.Pattern(64 * 4096, 8);
         var d = hv.CreateDomain(BlockGuest.Config("4k"));
         await using var disk = d.AttachDisk("xvda", BlockDevice.InMemory(bytes, sectorSize: 4096));
         hv.XenStore.Read(disk.BackendPath + "/sectors").Should().Be("64");
