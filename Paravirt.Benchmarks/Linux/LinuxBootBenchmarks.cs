@@ -14,7 +14,7 @@ namespace Paravirt.Benchmarks.Linux;
 /// Tens of seconds an operation: <c>dotnet run -c Release --project Paravirt.Benchmarks --
 /// --linux-boot [N] [--generic] [--vcpus V]</c> times N boots of each, alternating, and prints the medians and their ratio
 /// (BenchmarkDotNet's in-process toolchain refuses operations this long). Needs <c>./test.sh</c>'s
-/// kernel cache (<c>$PARAVIRT_CACHE</c> or <c>~/.cache/paravirt</c>) and, for the baseline,
+/// kernel cache (<see cref="KernelCache"/>) and, for the baseline,
 /// <c>apt-get install qemu-system-x86</c> (benchmarks only; the tests never use it).
 /// </summary>
 public sealed class LinuxBootBenchmarks
@@ -72,17 +72,8 @@ public sealed class LinuxBootBenchmarks
 
     public void Setup()
     {
-        var cache = Environment.GetEnvironmentVariable("PARAVIRT_CACHE") is { Length: > 0 } dir ? dir
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "paravirt");
-        var boot = Path.Combine(cache, _flavour, "boot");
-        var kernels = Directory.Exists(boot) ? Directory.GetFiles(boot, "vmlinuz-*") : [];
-        var busybox = Path.Combine(cache, "busybox", "bin", "busybox");
-        if (kernels.Length != 1 || !File.Exists(busybox))
-        {
-            throw new InvalidOperationException($"Debian's kernel ({_flavour}) and busybox are needed in {cache}: run ./test.sh once, which fetches them");
-        }
-
-        _kernel = kernels[0];
+        _kernel = KernelCache.Kernel(_flavour);
+        var busybox = KernelCache.Busybox;
         _kernelBytes = File.ReadAllBytes(_kernel);
         _initramfs = Initramfs.Busybox(busybox, $"#!/bin/sh\necho {Marker}\nexec sh\n").ToGzip();
         _initramfsPath = Path.Combine(Path.GetTempPath(), $"paravirt-bench-{Environment.ProcessId}.gz");

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text;
 using System.Text.RegularExpressions;
 using Paravirt.Core.Backends.Block;
 using Paravirt.Core.Boot;
@@ -24,11 +23,9 @@ public static partial class LinuxDiskBenchmarks
 
     public static async Task<int> RunAsync(int iterations)
     {
-        var cache = Environment.GetEnvironmentVariable("PARAVIRT_CACHE") is { Length: > 0 } dir ? dir
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "paravirt");
-        var kernel = Directory.GetFiles(Path.Combine(cache, "linux-cloud", "boot"), "vmlinuz-*").Single();
-        var module = Directory.GetFiles(Path.Combine(cache, "linux-cloud", "lib", "modules"), "xen-blkfront.ko", SearchOption.AllDirectories).Single();
-        var busybox = Path.Combine(cache, "busybox", "bin", "busybox");
+        var kernel = KernelCache.Kernel();
+        var module = KernelCache.CloudModule("xen-blkfront.ko");
+        var busybox = KernelCache.Busybox;
         var image = Path.Combine(Path.GetTempPath(), $"paravirt-disk-{Environment.ProcessId}.img");
         var data = new byte[Size];
         new Random(20261208).NextBytes(data);
@@ -120,29 +117,12 @@ public static partial class LinuxDiskBenchmarks
         using var hv = new Hypervisor(new HypervisorOptions { MemoryMiB = 300 });
         var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = "disk-bench", MemoryMiB = 256, AutoTranslated = false, CommandLine = "console=hvc0 quiet" }, await File.ReadAllBytesAsync(kernel), ramdisk);
         await using var disk = d.AttachDisk("xvda", BlockDevice.OpenFile(image, writable: true));
-        var seen = new StringBuilder();
-        var output = Task.Run(async () =>
-        {
-            while (true)
-            {
-                var result = await d.Console.Output.ReadAsync();
-                foreach (var segment in result.Buffer)
-                {
-                    seen.Append(Encoding.Latin1.GetString(segment.Span));
-                }
-
-                d.Console.Output.AdvanceTo(result.Buffer.End);
-                if (result.IsCompleted)
-                {
-                    return;
-                }
-            }
-        });
+        var console = new GuestConsole(d);
         PvKernelStart.Start(d, boot);
         await d.WaitForShutdownAsync().WaitAsync(TimeSpan.FromMinutes(5));
         d.Destroy();
-        await output.WaitAsync(TimeSpan.FromMinutes(1));
-        var text = seen.ToString();
+        await console.Completed.WaitAsync(TimeSpan.FromMinutes(1));
+        var text = console.Text;
         double At(string mark) => Stamp().Match(text[text.IndexOf($"{mark} ", StringComparison.Ordinal)..]) is { Success: true } m
             ? double.Parse(m.Groups["t"].Value, CultureInfo.InvariantCulture)
             : throw new InvalidOperationException($"the guest printed no {mark}: {text[^Math.Min(2000, text.Length)..]}");

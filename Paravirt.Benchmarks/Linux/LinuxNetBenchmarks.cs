@@ -26,11 +26,9 @@ public static partial class LinuxNetBenchmarks
 
     public static async Task<int> RunAsync(int iterations)
     {
-        var cache = Environment.GetEnvironmentVariable("PARAVIRT_CACHE") is { Length: > 0 } dir ? dir
-            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "paravirt");
-        var kernel = await File.ReadAllBytesAsync(Directory.GetFiles(Path.Combine(cache, "linux-cloud", "boot"), "vmlinuz-*").Single());
-        var module = await File.ReadAllBytesAsync(Directory.GetFiles(Path.Combine(cache, "linux-cloud", "lib", "modules"), "xen-netfront.ko", SearchOption.AllDirectories).Single());
-        var busybox = Path.Combine(cache, "busybox", "bin", "busybox");
+        var kernel = await File.ReadAllBytesAsync(KernelCache.Kernel());
+        var module = await File.ReadAllBytesAsync(KernelCache.CloudModule("xen-netfront.ko"));
+        var busybox = KernelCache.Busybox;
         const string Setup = """
             #!/bin/sh
             mount -t proc proc /proc
@@ -128,56 +126,47 @@ public static partial class LinuxNetBenchmarks
     {
         using var hv = new Hypervisor(new HypervisorOptions { MemoryMiB = 450 });
         var network = hv.Switch("br0");
-        var consoles = new List<(Domain D, StringBuilder Seen, Task Pump)>();
+        var consoles = new List<(Domain D, GuestConsole Console)>();
         foreach (var (name, disk, mac) in new[] { ("net-b", serverDisk, "00:16:3e:00:00:b2"), ("net-a", clientDisk, "00:16:3e:00:00:a1") })
         {
             var (d, boot) = hv.CreatePvDomain(new DomainConfig { Name = name, MemoryMiB = 192, AutoTranslated = false, CommandLine = "console=hvc0 quiet" }, kernel, disk);
             d.AttachNic(network, new NicOptions { Mac = MacAddress.Parse(mac) });
-            var seen = new StringBuilder();
-            consoles.Add((d, seen, Pump(d, seen)));
+            consoles.Add((d, new GuestConsole(d)));
             PvKernelStart.Start(d, boot);
         }
 
-        var (b, bSeen, _) = consoles[0];
-        var (a, aSeen, _) = consoles[1];
-        await Until(() => Text(bSeen).Contains("LISTENING", StringComparison.Ordinal), b, bSeen);
-        await Until(() => Text(aSeen).Contains("T0", StringComparison.Ordinal), a, aSeen, send: "go\n");
+        var (b, bSeen) = consoles[0];
+        var (a, aSeen) = consoles[1];
+        await Until(() => bSeen.Text.Contains("LISTENING", StringComparison.Ordinal), b, bSeen);
+        await Until(() => aSeen.Text.Contains("T0", StringComparison.Ordinal), a, aSeen, send: "go\n");
         var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         var (ca0, cb0) = (a.CpuTimeNs, b.CpuTimeNs);
         long Decodes(Domain d) => d.VcpuList[0].Pv.Engine!.Interpreter.BlocksDecoded;
         long Insns(Domain d) => d.VcpuList[0].Pv.Engine!.Instructions;
         var (da0, db0, ia0, ib0) = (Decodes(a), Decodes(b), Insns(a), Insns(b));
         var wall = Stopwatch.StartNew();
-        await Until(() => Stamp().Matches(Text(aSeen)).Count >= 2, a, aSeen);
+        await Until(() => Stamp().Matches(aSeen.Text).Count >= 2, a, aSeen);
         Console.WriteLine($"  blocks decoded A {Decodes(a) - da0:N0}, B {Decodes(b) - db0:N0}; instructions A {Insns(a) - ia0:N0}, B {Insns(b) - ib0:N0}");
         Console.WriteLine($"  transfer: wall {wall.Elapsed.TotalSeconds:F2} s, process CPU {(Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds:F2} s, vCPU A {(a.CpuTimeNs - ca0) / 1e9:F2} s, vCPU B {(b.CpuTimeNs - cb0) / 1e9:F2} s");
-        var stamps = Stamp().Matches(Text(aSeen));
+        var stamps = Stamp().Matches(aSeen.Text);
         var t0 = double.Parse(stamps[0].Groups["t"].Value, CultureInfo.InvariantCulture);
         var t1 = double.Parse(stamps[1].Groups["t"].Value, CultureInfo.InvariantCulture);
-        if (!Text(aSeen).Contains("done", StringComparison.Ordinal))
+        if (!aSeen.Text.Contains("done", StringComparison.Ordinal))
         {
-            throw new InvalidOperationException($"the receiver did not answer done: {Text(aSeen)[^Math.Min(2000, Text(aSeen).Length)..]}");
+            throw new InvalidOperationException($"the receiver did not answer done: {aSeen.Tail()}");
         }
 
-        foreach (var (d, _, pump) in consoles)
+        foreach (var (d, console) in consoles)
         {
             d.Destroy();
-            await pump.WaitAsync(TimeSpan.FromMinutes(1));
+            await console.Completed.WaitAsync(TimeSpan.FromMinutes(1));
         }
 
         return t1 - t0;
     }
 
-    private static string Text(StringBuilder seen)
-    {
-        lock (seen)
-        {
-            return seen.ToString();
-        }
-    }
-
     /// <summary>Waits (bounded, polling the console text a guest has printed) until <paramref name="done"/>; sends <paramref name="send"/> to the console first.</summary>
-    private static async Task Until(Func<bool> done, Domain d, StringBuilder seen, string? send = null)
+    private static async Task Until(Func<bool> done, Domain d, GuestConsole console, string? send = null)
     {
         if (send is not null)
         {
@@ -189,34 +178,12 @@ public static partial class LinuxNetBenchmarks
         {
             if (d.Exit is not null || deadline.Elapsed > TimeSpan.FromMinutes(5))
             {
-                var text = Text(seen);
-                throw new InvalidOperationException($"{d.Name} ended or took too long ({d.Exit}); its console ends:\n{text[^Math.Min(3000, text.Length)..]}");
+                throw new InvalidOperationException($"{d.Name} ended or took too long ({d.Exit}); its console ends:\n{console.Tail()}");
             }
 
             await Task.Delay(50);
         }
     }
-
-    private static Task Pump(Domain d, StringBuilder seen) => Task.Run(async () =>
-    {
-        while (true)
-        {
-            var result = await d.Console.Output.ReadAsync();
-            foreach (var segment in result.Buffer)
-            {
-                lock (seen)
-                {
-                    seen.Append(Encoding.Latin1.GetString(segment.Span));
-                }
-            }
-
-            d.Console.Output.AdvanceTo(result.Buffer.End);
-            if (result.IsCompleted)
-            {
-                return;
-            }
-        }
-    });
 
     [GeneratedRegex(@"^T\d (?<t>\d+\.\d+)", RegexOptions.Multiline)]
     private static partial Regex Stamp();
