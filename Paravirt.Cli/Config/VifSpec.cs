@@ -93,12 +93,16 @@ internal sealed record VifSpec(string Bridge, byte[]? Mac, VifRate? Rate)
         return new VifSpec(bridge ?? DefaultBridge, mac, rate) { Ips = ips };
     }
 
+    /// <summary>A dotted-quad IPv4 address (four parts: not IPAddress's shorthand forms such as "10.1"); false when <paramref name="text"/> is not one.</summary>
+    internal static bool TryParseIpv4(string text, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out System.Net.IPAddress? ip) =>
+        System.Net.IPAddress.TryParse(text, out ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork && text.Count(c => c == '.') == 3;
+
     private static System.Net.IPAddress[] ParseIps(string text)
     {
         var list = new List<System.Net.IPAddress>();
         foreach (var word in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
         {
-            if (!System.Net.IPAddress.TryParse(word, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork || word.Count(c => c == '.') != 3)
+            if (!TryParseIpv4(word, out var ip))
             {
                 throw new FormatException($"ip '{word}' is not an IPv4 address; expected dotted quads separated by spaces, e.g. ip=10.0.0.2 (Xen's vif scripts filter IPv4 only)");
             }

@@ -153,7 +153,7 @@ internal static class Ipv4Responder
     public static bool TryParse(string text, out uint ip)
     {
         ip = 0;
-        if (!System.Net.IPAddress.TryParse(text, out var a) || a.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork || text.Count(c => c == '.') != 3)
+        if (!Config.VifSpec.TryParseIpv4(text, out var a))
         {
             return false;
         }

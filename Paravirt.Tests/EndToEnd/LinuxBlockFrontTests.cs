@@ -17,6 +17,9 @@ namespace Paravirt.Tests.EndToEnd;
 /// </summary>
 public sealed class LinuxBlockFrontTests : IDisposable
 {
+    /// <summary>The init scripts' wait (at most 60 s, in the guest) for blkfront to bring up /dev/xvda.</summary>
+    private const string WaitForDisk = "n=0; while [ ! -b /dev/xvda ] && [ $n -lt 60 ]; do sleep 1; n=$((n+1)); done";
+
     private static readonly TimeSpan Bound = TimeSpan.FromMinutes(4);
 
     private static readonly string[] Applets = ["mount", "umount", "mkdir", "echo", "cat", "sleep", "insmod", "rmmod", "sync", "poweroff", "sh", "dd", "md5sum", "taskset", "ls", "wc"];
@@ -37,7 +40,6 @@ public sealed class LinuxBlockFrontTests : IDisposable
         {
             var image = Path.Combine(dir, "xvda.img");
             await Ext2Image.CreateAsync(image, new Dictionary<string, byte[]> { ["seed.txt"] = Encoding.ASCII.GetBytes($"seed-{mark}\n") }, sizeMiB: 32, ct: ct, fileSystem: "ext4");
-            const string WaitForDisk = "n=0; while [ ! -b /dev/xvda ] && [ $n -lt 60 ]; do sleep 1; n=$((n+1)); done";
             var init = $"""
                 #!/bin/sh
                 mount -t proc proc /proc
@@ -152,7 +154,6 @@ public sealed class LinuxBlockFrontTests : IDisposable
             var bytes = new byte[24 << 20];
             new Random(51).NextBytes(bytes);
             await File.WriteAllBytesAsync(image, bytes, ct);
-            const string WaitForDisk = "n=0; while [ ! -b /dev/xvda ] && [ $n -lt 60 ]; do sleep 1; n=$((n+1)); done";
             var init = $"""
                 #!/bin/sh
                 mount -t proc proc /proc
